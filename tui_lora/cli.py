@@ -1,0 +1,177 @@
+"""Command line: argument parsing and dispatch only.
+
+Nothing heavy is imported here or by `validate`/`show`/`presets`: torch and the
+Hugging Face libraries load only when a run starts (a test checks sys.modules).
+Exit status: 0 done, 1 the run failed, 2 bad input, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from tui_lora import __version__
+from tui_lora.errors import RunFailed, UserError
+
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def presets_dir() -> Path:
+    """Bundled presets: inside the installed package, or presets/ beside it in a source checkout."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "presets", package.parent / "presets"):
+        if candidate.is_dir():
+            return candidate
+    return package / "presets"
+
+
+def bundled_presets() -> dict[str, Path]:
+    return {path.stem: path for path in sorted(presets_dir().glob("*.toml"))}
+
+
+def resolve_preset(name: str) -> Path:
+    """A run file path, or the name of a bundled preset (`tui-lora run demo`)."""
+    path = Path(name).expanduser()
+    if path.exists() or path.suffix == ".toml":
+        return path
+    bundled = bundled_presets()
+    if name in bundled:
+        return bundled[name]
+    raise UserError(f"{name}: no such run file or bundled preset; bundled presets are "
+                    f"{', '.join(bundled) or 'none'}")
+
+
+def load(args):
+    from tui_lora.config import load_run_file
+
+    return load_run_file(resolve_preset(args.preset), args.set or [])
+
+
+# ---------------------------------------------------------------- verbs
+
+
+def cmd_validate(args) -> int:
+    config = load(args)
+    lora = config.lora
+    targets = lora.target_modules if isinstance(lora.target_modules, str) else ", ".join(lora.target_modules)
+    quant = ("4-bit" if config.quantization.load_in_4bit else "8-bit" if config.quantization.load_in_8bit
+             else "none")
+    print(f"{args.preset}: ok — model {config.model.name_or_path}, quantization {quant}, "
+          f"LoRA r={lora.r} alpha={lora.lora_alpha} on {targets}, data {config.data.path}, "
+          f"run folder {config.training.output_dir}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from tui_lora.config import to_toml
+
+    sys.stdout.write(to_toml(load(args)))
+    return 0
+
+
+def cmd_presets(args) -> int:
+    import tomllib
+
+    bundled = bundled_presets()
+    if args.copy:
+        if args.copy not in bundled:
+            raise UserError(f"presets --copy {args.copy}: no such preset; choose one of {', '.join(bundled)}")
+        dest = Path(args.dest or f"{args.copy}.toml")
+        if dest.is_dir():
+            dest = dest / f"{args.copy}.toml"
+        if dest.exists() and not args.force:
+            raise UserError(f"{dest} already exists; choose another name or add --force to replace it")
+        from tui_lora.config.write import write_atomic
+
+        write_atomic(dest, bundled[args.copy].read_text(encoding="utf-8"), overwrite=args.force)
+        print(f"copied {args.copy} to {dest}; edit it, then: tui-lora run {dest}")
+        return 0
+    for name, path in bundled.items():
+        with open(path, "rb") as handle:
+            description = tomllib.load(handle).get("description", "")
+        print(f"{name:28} {description}")
+    print(f"\n(from {presets_dir()}; copy one with: tui-lora presets --copy NAME [DEST])")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from tui_lora.runs import open_run_folder, resolve_paths
+
+    config = resolve_paths(load(args))
+    folder, checkpoint = open_run_folder(config, args.resume)
+    from tui_lora.engine.session import Interrupted, execute
+    from tui_lora.headless import PlainDisplay, display_for
+
+    display = PlainDisplay() if args.plain else display_for()
+    try:
+        execute(config, folder, checkpoint, listeners=[display])
+    except Interrupted as exc:
+        display.close()
+        print(f"interrupted: {exc}; run folder {folder.path}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        display.close()
+        folder.release()
+    return 0
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tui-lora",
+        description="LoRA and QLoRA fine-tuning of chat models from a TOML run file.",
+        epilog="Start with: tui-lora presets, then tui-lora run demo",
+    )
+    parser.add_argument("--version", action="version", version=f"tui-lora {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="COMMAND")
+
+    def with_preset(name: str, help: str) -> argparse.ArgumentParser:
+        sub = verbs.add_parser(name, help=help, description=help)
+        sub.add_argument("preset", metavar="PRESET", help="a .toml run file, or the name of a bundled preset")
+        sub.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                         help="override one field, e.g. --set lora.r=16 (repeatable)")
+        return sub
+
+    run = with_preset("run", "train from a run file, showing progress")
+    run.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
+                     help="continue the run in training.output_dir from its latest checkpoint, or from CHECKPOINT")
+    run.add_argument("--plain", action="store_true", help="plain lines instead of progress bars")
+    run.set_defaults(func=cmd_run)
+    with_preset("validate", "check a run file without training").set_defaults(func=cmd_validate)
+    with_preset("show", "print a run file with every default filled in").set_defaults(func=cmd_show)
+
+    presets = verbs.add_parser("presets", help="list the bundled presets, or copy one out for editing",
+                               description="List the bundled presets, or copy one out for editing.")
+    presets.add_argument("--copy", metavar="NAME", help="copy this preset")
+    presets.add_argument("dest", nargs="?", metavar="DEST", help="where to copy it (default NAME.toml)")
+    presets.add_argument("--force", action="store_true", help="replace DEST if it exists")
+    presets.set_defaults(func=cmd_presets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except UserError as exc:
+        for line in str(exc).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except RunFailed as exc:
+        print(f"run failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Reading a run file: TOML text -> overrides -> typed RunConfig, with every problem named.
+
+Problems are collected rather than raised one at a time, so `validate` and the
+wizard can show all of them at once; `load_run_file` raises them together as a
+ConfigError whose lines each name the key, what is wrong and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from tui_lora.config.schema import SECTIONS, RunConfig, section_fields
+from tui_lora.errors import UserError
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    key: str  # "section.key", or "" for the file as a whole
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}" if self.key else self.message
+
+
+class ConfigError(UserError):
+    def __init__(self, issues: list[ConfigIssue], source: str = ""):
+        self.issues = issues
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__("\n".join(f"{where}{issue}" for issue in issues))
+
+
+# ---------------------------------------------------------------- reading
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise UserError(f"{path}: no such run file")
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; give the path of a .toml run file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start}); save the run file as UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: TOML syntax error: {exc}") from None
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """`section.key=value` -> (section, key, value). The value is read as TOML, else kept as a string."""
+    target, sep, raw = text.partition("=")
+    section, dot, key = target.strip().partition(".")
+    if not sep or not dot or not section or not key:
+        raise UserError(f"--set {text!r}: expected section.key=value, for example --set lora.r=16")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # bare words and paths: output_dir=/tmp/run needs no quotes
+    return section, key.strip(), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    merged = {name: dict(body) if isinstance(body, dict) else body for name, body in raw.items()}
+    for text in overrides:
+        section, key, value = parse_override(text)
+        target = merged.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise UserError(f"--set {text!r}: {section} is not a section of the run file")
+        target[key] = value
+    return merged
+
+
+# ---------------------------------------------------------------- typing
+
+
+def _suggest(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _key_elsewhere(key: str, section: str) -> str:
+    """A key put in the wrong section is a common slip: say where it lives."""
+    homes = [name for name in SECTIONS if name != section and key in section_fields(name)]
+    return f"; {key} belongs in [{homes[0]}]" if homes else ""
+
+
+def _type_name(annotation: str) -> str:
+    return {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+            "list[str]": "a list of strings",
+            "list[str] | str": "a string or a list of strings"}[annotation]
+
+
+def _coerce(value: Any, annotation: str) -> tuple[bool, Any]:
+    """Check a TOML value against a schema annotation; ints are accepted where floats are."""
+    if annotation == "bool":
+        return isinstance(value, bool), value
+    if annotation == "int":
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if annotation == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if annotation == "str":
+        return isinstance(value, str), value
+    if annotation == "list[str]":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value), value
+    if annotation == "list[str] | str":
+        if isinstance(value, str):
+            return True, value
+        return isinstance(value, list) and all(isinstance(v, str) for v in value), value
+    raise AssertionError(f"schema uses an annotation the loader does not know: {annotation}")
+
+
+def _check_value(key: str, value: Any, meta: dict[str, Any]) -> str | None:
+    """Range and choice rules from the field metadata; None when the value is allowed."""
+    choices = meta["choices"]
+    if choices is not None and value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        return f"{value!r} is not allowed; choose one of {allowed}{_suggest(str(value), list(choices))}"
+    item_choices = meta["item_choices"]
+    if item_choices is not None:
+        for item in value:
+            if item not in item_choices:
+                allowed = ", ".join(repr(c) for c in item_choices)
+                return f"{item!r} is not allowed in the list; choose from {allowed}"
+    low, high = meta["min"], meta["max"]
+    if low is not None and value < low:
+        return f"{value!r} is too small; it must be at least {low}"
+    if high is not None:
+        if meta["max_exclusive"] and value >= high:
+            return f"{value!r} is too large; it must be below {high}"
+        if not meta["max_exclusive"] and value > high:
+            return f"{value!r} is too large; it must be at most {high}"
+    return None
+
+
+def build_config(raw: dict[str, Any]) -> tuple[RunConfig, list[ConfigIssue]]:
+    """Typed config from parsed TOML. Bad values keep their defaults and are reported."""
+    issues: list[ConfigIssue] = []
+    sections: dict[str, Any] = {}
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        issues.append(ConfigIssue("description", f"{description!r} has the wrong type; it must be a string"))
+        description = ""
+    for name, body in raw.items():
+        if name == "description":
+            continue
+        if name not in SECTIONS:
+            hint = _suggest(name, list(SECTIONS)) or _key_elsewhere(name, "")
+            issues.append(ConfigIssue(name, f"unknown section or top-level key{hint}; "
+                                            f"sections are {', '.join(SECTIONS)}"))
+            continue
+        if not isinstance(body, dict):
+            issues.append(ConfigIssue(name, f"must be a [{name}] table, not a single value"))
+    for name, cls in SECTIONS.items():
+        body = raw.get(name, {})
+        known = section_fields(name)
+        values: dict[str, Any] = {}
+        for key, value in (body.items() if isinstance(body, dict) else []):
+            full = f"{name}.{key}"
+            if key not in known:
+                hint = _suggest(key, list(known)) or _key_elsewhere(key, name)
+                issues.append(ConfigIssue(full, f"unknown key{hint}"))
+                continue
+            spec = known[key]
+            ok, value = _coerce(value, spec.type)
+            if not ok:
+                issues.append(ConfigIssue(full, f"{value!r} has the wrong type; it must be {_type_name(spec.type)}"))
+                continue
+            problem = _check_value(full, value, spec.metadata)
+            if problem:
+                issues.append(ConfigIssue(full, problem))
+                continue
+            values[key] = value
+        sections[name] = cls(**values)
+    return RunConfig(description=description, **sections), issues
+
+
+def config_to_dict(config: RunConfig) -> dict[str, Any]:
+    body: dict[str, Any] = {"description": config.description} if config.description else {}
+    for name in SECTIONS:
+        section = getattr(config, name)
+        body[name] = {f.name: getattr(section, f.name) for f in fields(section)}
+    return body

@@ -1,0 +1,208 @@
+"""The run file's schema: one dataclass per TOML section, one field per key.
+
+This is the only place the shape of a run file is written down. The TOML loader,
+`tui-lora validate`, the engine and the wizard all read these classes and their
+field metadata (help text, allowed values, ranges), so a rule never exists twice.
+
+Every field has a concrete default that TOML can hold (no None): optional
+settings use an explicit "off" value such as 0, -1, "" or "auto". That keeps
+`tui-lora show` complete and makes a written file read back identical.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+SCHEDULERS = (
+    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+    "constant_with_warmup", "inverse_sqrt", "reduce_lr_on_plateau",
+    "cosine_with_min_lr", "warmup_stable_decay",
+)
+
+OPTIMIZERS = (
+    "adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adamw_8bit",
+    "paged_adamw_8bit", "paged_adamw_32bit", "lion_8bit", "paged_lion_8bit",
+)
+
+REPORTERS = ("tensorboard", "wandb", "mlflow", "trackio", "none")
+
+
+def setting(default: Any, help: str, *, choices: tuple | None = None,
+            min: float | None = None, max: float | None = None,
+            max_exclusive: bool = False, item_choices: tuple | None = None) -> Any:
+    """A schema field: its default plus what the validator and the wizard need to know."""
+    meta = {"help": help, "choices": choices, "min": min, "max": max,
+            "max_exclusive": max_exclusive, "item_choices": item_choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelSettings:
+    name_or_path: str = setting(
+        "", "Model to fine-tune: a hub id (Qwen/Qwen2.5-0.5B-Instruct), a local folder, or builtin:tiny-chat.")
+    revision: str = setting("main", "Branch, tag or commit of the model on the hub.")
+    dtype: str = setting(
+        "auto", "Weight dtype when loading: auto keeps the checkpoint's own; bfloat16 on recent GPUs.",
+        choices=DTYPES)
+    device_map: str = setting(
+        "auto", "Where weights go: auto (all visible devices), cpu, cuda, cuda:N, balanced, sequential.")
+    trust_remote_code: bool = setting(
+        False, "Run Python code shipped with the model. Only for models you trust; off by default.")
+    attn_implementation: str = setting(
+        "auto", "Attention kernel: auto lets transformers choose; sdpa, eager or flash_attention_2.",
+        choices=("auto", "sdpa", "eager", "flash_attention_2"))
+
+
+@dataclass
+class TokenizerSettings:
+    name_or_path: str = setting("", "Tokenizer to use; empty means the model's own.")
+    max_length: int = setting(1024, "Longest example in tokens; longer conversations are cut at a turn boundary.",
+                              min=8)
+    truncation: bool = setting(
+        True, "Cut conversations longer than max_length (true) or skip them (false).")
+
+
+@dataclass
+class QuantizationSettings:
+    load_in_8bit: bool = setting(False, "Load the base model in 8-bit (bitsandbytes LLM.int8): QLoRA 8-bit.")
+    load_in_4bit: bool = setting(False, "Load the base model in 4-bit (bitsandbytes): QLoRA 4-bit.")
+    quant_type: str = setting("nf4", "4-bit number format: nf4 (normal float, the QLoRA default) or fp4.",
+                              choices=("nf4", "fp4"))
+    double_quant: bool = setting(True, "Quantise the 4-bit scales too: saves about 0.4 bits per weight.")
+    compute_dtype: str = setting(
+        "auto", "Dtype of the 4-bit matmuls: auto follows model.dtype (float32 when that is auto).",
+        choices=DTYPES)
+
+
+@dataclass
+class LoraSettings:
+    r: int = setting(8, "Rank of the low-rank update: more rank, more trainable parameters (8-64 typical).",
+                     min=1)
+    lora_alpha: int = setting(16, "Scale of the update, usually r or 2*r.", min=1)
+    lora_dropout: float = setting(0.05, "Dropout on the LoRA input, in [0, 1).", min=0.0, max=1.0,
+                                  max_exclusive=True)
+    target_modules: list[str] | str = setting(
+        "all-linear", 'Modules that get adapters: a list of names such as ["q_proj", "v_proj"], or "all-linear".')
+    bias: str = setting("none", "Which biases train: none, all, or lora_only.",
+                        choices=("none", "all", "lora_only"))
+    use_rslora: bool = setting(False, "Rank-stabilised LoRA: scale by alpha/sqrt(r) instead of alpha/r.")
+    use_dora: bool = setting(False, "Weight-decomposed LoRA (DoRA): often better, slower per step.")
+    modules_to_save: list[str] = setting(
+        [], 'Modules trained in full and saved with the adapter, e.g. ["lm_head"] for new tokens.')
+
+
+@dataclass
+class DataSettings:
+    path: str = setting(
+        "", "Training data: a .json/.jsonl/.parquet/.csv file or folder, a hub data set id, or builtin:belle-sample.")
+    format: str = setting(
+        "auto", "Record format; auto detects it from the first records.",
+        choices=("auto", "belle", "messages", "sharegpt", "alpaca"))
+    split: str = setting("train", 'Split to read, with optional slicing such as "train[:5%]".')
+    streaming: bool = setting(False, "Read the data lazily (for sets larger than memory); needs training.max_steps.")
+    validation_split: float = setting(
+        0.05, "Share of conversations held out for evaluation, in [0, 1).", min=0.0, max=1.0,
+        max_exclusive=True)
+    max_samples: int = setting(0, "Use at most this many conversations; 0 means all.", min=0)
+    map_batch_size: int = setting(1000, "Conversations per batch when tokenising (datasets.map batch_size).",
+                                  min=1)
+    num_proc: int = setting(1, "Processes used for tokenising (datasets.map num_proc).", min=1)
+    train_on: str = setting(
+        "assistant", "Which tokens are trained: every assistant reply, only the last one, or all tokens.",
+        choices=("assistant", "last", "all"))
+    max_bad_share: float = setting(
+        0.1, "Stop before training when more than this share of records cannot be read.", min=0.0, max=1.0)
+
+
+@dataclass
+class CollatorSettings:
+    padding: str = setting("longest", "Pad each batch to its longest example, or always to max_length.",
+                           choices=("longest", "max_length"))
+    pad_to_multiple_of: int = setting(8, "Round padded lengths up to a multiple of this; 0 turns it off.", min=0)
+    label_pad_token_id: int = setting(-100, "Label id given to padding; -100 is ignored by the loss.")
+
+
+@dataclass
+class TrainingSettings:
+    output_dir: str = setting("runs/run", "The run folder: checkpoints, adapter, logs and events go here.")
+    num_train_epochs: float = setting(3.0, "Passes over the training data.", min=0.0)
+    max_steps: int = setting(-1, "Stop after this many optimizer steps; -1 means use num_train_epochs.",
+                             min=-1)
+    learning_rate: float = setting(2e-4, "Peak learning rate (1e-4 to 3e-4 is typical for LoRA).", min=0.0)
+    weight_decay: float = setting(0.0, "L2 weight decay on the trainable parameters.", min=0.0)
+    lr_scheduler_type: str = setting("cosine", "Learning-rate schedule after warmup.", choices=SCHEDULERS)
+    warmup_ratio: float = setting(0.0, "Share of steps spent warming up the learning rate, in [0, 1).",
+                                  min=0.0, max=1.0, max_exclusive=True)
+    warmup_steps: int = setting(0, "Warmup length in steps (instead of warmup_ratio).", min=0)
+    optim: str = setting("adamw_torch", "Optimizer; paged_adamw_8bit saves GPU memory with QLoRA.",
+                         choices=OPTIMIZERS)
+    per_device_train_batch_size: int = setting(4, "Training examples per device per step (uses GPU memory).",
+                                               min=1)
+    per_device_eval_batch_size: int = setting(4, "Evaluation examples per device per step.", min=1)
+    gradient_accumulation_steps: int = setting(
+        1, "Steps whose gradients add up before each optimizer step: a larger batch for the same memory.", min=1)
+    gradient_checkpointing: bool = setting(
+        False, "Recompute activations in the backward pass: less memory, about 30% slower.")
+    max_grad_norm: float = setting(1.0, "Clip the gradient norm to this; 0 turns clipping off.", min=0.0)
+    fp16: bool = setting(False, "Mixed precision in float16 (older GPUs).")
+    bf16: bool = setting(False, "Mixed precision in bfloat16 (Ampere and newer GPUs).")
+    eval_strategy: str = setting("steps", "When to evaluate: every eval_steps, every epoch, or never.",
+                                 choices=("no", "steps", "epoch"))
+    eval_on_start: bool = setting(
+        False, "Evaluate once before the first step, so the loss curve starts from the base model.")
+    eval_steps: int = setting(50, "Optimizer steps between evaluations.", min=1)
+    save_strategy: str = setting("steps", "When to save a checkpoint.", choices=("no", "steps", "epoch", "best"))
+    save_steps: int = setting(50, "Optimizer steps between checkpoints.", min=1)
+    save_total_limit: int = setting(0, "Keep at most this many checkpoints; 0 keeps all.", min=0)
+    logging_steps: int = setting(10, "Optimizer steps between loss reports.", min=1)
+    logging_dir: str = setting("", "TensorBoard folder; empty means <output_dir>/tensorboard.")
+    report_to: list[str] = setting(["tensorboard"], "Where metrics go besides the event log.",
+                                   item_choices=REPORTERS)
+    load_best_model_at_end: bool = setting(
+        False, "Keep the checkpoint with the best metric_for_best_model as the final adapter.")
+    metric_for_best_model: str = setting("eval_loss", "Metric that decides the best checkpoint.")
+    seed: int = setting(42, "Random seed for initialisation, shuffling and the validation split.")
+    dataloader_num_workers: int = setting(0, "Worker processes feeding batches; 0 loads in the main process.",
+                                          min=0)
+
+
+@dataclass
+class EarlyStoppingSettings:
+    enabled: bool = setting(False, "Stop when the evaluation metric stops improving.")
+    patience: int = setting(3, "Evaluations without improvement before stopping.", min=1)
+    threshold: float = setting(0.0, "Smallest change that counts as an improvement.", min=0.0)
+
+
+@dataclass
+class HubSettings:
+    endpoint: str = setting(
+        "", "Base URL of a Hugging Face mirror, e.g. https://hf-mirror.com (sets HF_ENDPOINT); empty: the official hub.")
+    offline: bool = setting(False, "Use only files already in the local cache; never touch the network.")
+
+
+@dataclass
+class RunConfig:
+    description: str = setting("", "One line saying what this run file is for (shown by `tui-lora presets`).")
+    model: ModelSettings = field(default_factory=ModelSettings)
+    hub: HubSettings = field(default_factory=HubSettings)
+    tokenizer: TokenizerSettings = field(default_factory=TokenizerSettings)
+    quantization: QuantizationSettings = field(default_factory=QuantizationSettings)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    collator: CollatorSettings = field(default_factory=CollatorSettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    early_stopping: EarlyStoppingSettings = field(default_factory=EarlyStoppingSettings)
+
+
+SECTIONS: dict[str, type] = {f.name: f.default_factory for f in fields(RunConfig)  # type: ignore[misc]
+                             if f.name != "description"}
+
+
+def section_fields(section: str) -> dict[str, Any]:
+    """Field objects of one section by key, in file order."""
+    return {f.name: f for f in fields(SECTIONS[section])}

@@ -1,0 +1,62 @@
+"""Where training records come from: local files and folders, builtin samples, hub data sets.
+
+Everything ends up as a datasets.Dataset (or IterableDataset when streaming) of raw
+records; turning records into conversations is formats.py's job.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tui_lora.assets import builtin_path, is_builtin
+from tui_lora.config.rules import DATA_SUFFIXES, looks_local
+from tui_lora.config.schema import DataSettings
+from tui_lora.errors import UserError
+
+# datasets' builder name for each file type
+BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+def local_data_files(path: Path) -> tuple[str, list[str]]:
+    """The datasets builder and file list for a local file or a folder of data files of one kind."""
+    if path.is_file():
+        if path.suffix not in BUILDERS:
+            raise UserError(f"data.path: {path.name} is not a data file; use one of {', '.join(DATA_SUFFIXES)}")
+        return BUILDERS[path.suffix], [str(path)]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in BUILDERS)
+    if not files:
+        raise UserError(f"data.path: {path} holds no {', '.join(DATA_SUFFIXES)} files")
+    builders = {BUILDERS[p.suffix] for p in files}
+    if len(builders) > 1:
+        raise UserError(f"data.path: {path} mixes file types ({', '.join(sorted(builders))}); "
+                        "keep one kind of file per folder")
+    return builders.pop(), [str(p) for p in files]
+
+
+def load_records(settings: DataSettings):
+    """Raw records as a datasets (Iterable)Dataset, with the split slice applied."""
+    import datasets
+
+    ref = settings.path
+    try:
+        if is_builtin(ref) or looks_local(ref):
+            path = builtin_path(ref) if is_builtin(ref) else Path(ref).expanduser()
+            builder, files = local_data_files(path)
+            return datasets.load_dataset(builder, data_files={"train": files}, split=settings.split,
+                                         streaming=settings.streaming)
+        return datasets.load_dataset(ref, split=settings.split, streaming=settings.streaming)
+    except UserError:
+        raise
+    except ValueError as exc:
+        # bad split names and slices arrive as ValueError; say which field to fix
+        raise UserError(f"data: cannot read {ref!r} with split {settings.split!r}: {_first_line(exc)}") from None
+    except (FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as exc:
+        raise UserError(f"data.path: {ref!r} was not found ({_first_line(exc)})") from None
+    except datasets.exceptions.DatasetGenerationError as exc:
+        cause = exc.__cause__ or exc
+        raise UserError(f"data.path: {ref!r} could not be parsed: {_first_line(cause)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

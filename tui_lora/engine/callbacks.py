@@ -1,0 +1,83 @@
+"""Trainer callbacks: Trainer state -> events, and a clean stop on Ctrl+C / SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from transformers import TrainerCallback
+
+from tui_lora.events import EventLog
+
+
+class EventsCallback(TrainerCallback):
+    """Turns the Trainer's progress and logs into events.jsonl lines."""
+
+    def __init__(self, events: EventLog, num_epochs: float):
+        self.events = events
+        self.num_epochs = num_epochs
+        self.started = time.monotonic()
+        self.last_tokens = (0, self.started)  # (tokens seen, when) at the previous train log
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.monotonic()
+        self.last_tokens = (state.num_input_tokens_seen, self.started)
+        self.events.status("training", f"training for {state.max_steps} steps", max_steps=state.max_steps,
+                           resumed_from=state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.events.emit("progress", step=state.global_step, max_steps=state.max_steps,
+                         epoch=round(state.epoch or 0.0, 4), num_epochs=self.num_epochs,
+                         tokens_seen=state.num_input_tokens_seen,
+                         elapsed=round(time.monotonic() - self.started, 2))
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = dict(logs or {})
+        epoch = round(state.epoch or 0.0, 4)
+        if any(key.startswith("eval_") for key in logs):
+            metrics = {k: v for k, v in logs.items() if k.startswith("eval_") and isinstance(v, (int, float))}
+            self.events.emit("eval", step=state.global_step, epoch=epoch, **metrics)
+        elif "loss" in logs:
+            now = time.monotonic()
+            tokens, then = self.last_tokens
+            rate = (state.num_input_tokens_seen - tokens) / (now - then) if now > then else 0.0
+            self.last_tokens = (state.num_input_tokens_seen, now)
+            self.events.emit("train", step=state.global_step, epoch=epoch, loss=logs["loss"],
+                             learning_rate=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"),
+                             tokens_per_second=round(rate, 1))
+        elif "train_runtime" in logs:
+            self.events.emit("summary", step=state.global_step, **{k: v for k, v in logs.items()
+                                                                    if isinstance(v, (int, float))})
+
+    def on_save(self, args, state, control, **kwargs):
+        self.events.emit("checkpoint", step=state.global_step, path=f"checkpoint-{state.global_step}")
+
+
+class GracefulStop(TrainerCallback):
+    """First Ctrl+C or SIGTERM: finish the current step, save a checkpoint, stop. A second Ctrl+C: stop now."""
+
+    def __init__(self, events: EventLog):
+        self.events = events
+        self.requested: str | None = None
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+        self.events.log("warning", f"{self.requested} received: saving a checkpoint after this step, then "
+                                   "stopping (Ctrl+C again to stop at once)")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True

@@ -1,0 +1,148 @@
+"""Model side of a run: tokenizer, quantisation, base model, LoRA adapter.
+
+Each function maps one part of the run file onto the library call it configures
+(AutoTokenizer, BitsAndBytesConfig, AutoModelForCausalLM, LoraConfig), so the
+path from a TOML key to the keyword that receives it is one line to read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from tui_lora.assets import builtin_path, is_builtin
+from tui_lora.config.schema import RunConfig
+from tui_lora.errors import UserError
+
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def model_source(ref: str) -> str:
+    """What from_pretrained gets: builtin assets become their folder; hub ids pass through."""
+    if is_builtin(ref):
+        return str(builtin_path(ref))
+    path = Path(ref).expanduser()
+    return str(path) if path.exists() else ref
+
+
+def load_tokenizer(config: RunConfig):
+    from transformers import AutoTokenizer
+
+    ref = config.tokenizer.name_or_path or config.model.name_or_path
+    tokenizer = AutoTokenizer.from_pretrained(model_source(ref), revision=config.model.revision,
+                                              trust_remote_code=config.model.trust_remote_code)
+    if tokenizer.pad_token is None:
+        # Padding positions carry label -100 and attention 0, so reusing eos as pad trains nothing wrong.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def quantization_config(config: RunConfig):
+    """BitsAndBytesConfig for QLoRA, or None for a plain LoRA run."""
+    q = config.quantization
+    if not (q.load_in_8bit or q.load_in_4bit):
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if q.load_in_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    compute = q.compute_dtype if q.compute_dtype != "auto" else config.model.dtype
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=q.quant_type,
+        bnb_4bit_use_double_quant=q.double_quant,
+        bnb_4bit_compute_dtype=TORCH_DTYPES.get(compute, torch.float32),
+    )
+
+
+def load_model_config(config: RunConfig):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(model_source(config.model.name_or_path), revision=config.model.revision,
+                                      trust_remote_code=config.model.trust_remote_code)
+
+
+def linear_module_names(model_config, trust_remote_code: bool) -> set[str]:
+    """Qualified names of every nn.Linear, from a weightless copy of the model (no memory, no download)."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(model_config, trust_remote_code=trust_remote_code)
+    return {name for name, module in skeleton.named_modules() if isinstance(module, torch.nn.Linear)}
+
+
+def check_target_modules(config: RunConfig, linear_names: set[str]) -> None:
+    """Fail before the weights load when LoRA would target nothing (peft's own error comes much later)."""
+    targets = config.lora.target_modules
+    if targets == "all-linear":
+        return
+    short_names = sorted({name.rsplit(".", 1)[-1] for name in linear_names} - {"lm_head"})
+    missing = [t for t in targets if not any(name == t or name.endswith("." + t) for name in linear_names)]
+    if missing:
+        raise UserError(f"lora.target_modules: {', '.join(repr(m) for m in missing)} match no linear layer "
+                        f"of this model; its linear layers are {', '.join(short_names)} (or use \"all-linear\")")
+
+
+def load_model(config: RunConfig):
+    from transformers import AutoModelForCausalLM
+
+    m = config.model
+    kwargs = dict(revision=m.revision, trust_remote_code=m.trust_remote_code,
+                  dtype=TORCH_DTYPES.get(m.dtype, "auto"))
+    quant = quantization_config(config)
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+    if m.device_map != "auto" or torch.cuda.is_available():
+        # On a machine without a GPU "auto" means the CPU, which is where the model lands anyway.
+        kwargs["device_map"] = m.device_map
+    if m.attn_implementation != "auto":
+        kwargs["attn_implementation"] = m.attn_implementation
+    model = AutoModelForCausalLM.from_pretrained(model_source(m.name_or_path), **kwargs)
+    model.config.use_cache = False  # the KV cache only costs memory while training
+    if quant is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=config.training.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif config.training.gradient_checkpointing:
+        # Frozen embeddings give no grad to checkpointed blocks' inputs; LoRA needs it to flow.
+        model.enable_input_require_grads()
+    return model
+
+
+def lora_config(config: RunConfig):
+    from peft import LoraConfig, TaskType
+
+    lora = config.lora
+    return LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=lora.r,
+        lora_alpha=lora.lora_alpha,
+        lora_dropout=lora.lora_dropout,
+        target_modules=lora.target_modules,
+        bias=lora.bias,
+        use_rslora=lora.use_rslora,
+        use_dora=lora.use_dora,
+        modules_to_save=lora.modules_to_save or None,
+    )
+
+
+def apply_lora(model, config: RunConfig):
+    from peft import get_peft_model
+
+    return get_peft_model(model, lora_config(config))
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total); 4-bit weights are packed two to a byte, so count them as bnb reports them."""
+    trainable = total = 0
+    for param in model.parameters():
+        count = param.numel()
+        if param.__class__.__name__ == "Params4bit":
+            count *= 2
+        total += count
+        if param.requires_grad:
+            trainable += count
+    return trainable, total

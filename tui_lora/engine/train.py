@@ -1,0 +1,190 @@
+"""The training recipe, top to bottom: config -> model + data -> Trainer -> adapter + events.
+
+Read this file to know what a run does. Everything it calls is a small function
+in model.py, data/ or callbacks.py that maps run-file fields onto one library call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+from tui_lora.config.schema import RunConfig
+from tui_lora.errors import UserError
+from tui_lora.events import EventLog
+from tui_lora.runs import RunFolder
+
+log = logging.getLogger("tui_lora")
+
+
+def training_arguments(config: RunConfig, folder: RunFolder):
+    from transformers import TrainingArguments
+
+    t = config.training
+    evaluating = t.eval_strategy != "no"
+    return TrainingArguments(
+        output_dir=str(folder.path),
+        num_train_epochs=t.num_train_epochs,
+        max_steps=t.max_steps,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        lr_scheduler_type=t.lr_scheduler_type,
+        # transformers 5 takes a ratio in [0, 1) or a step count through the one warmup_steps keyword
+        warmup_steps=t.warmup_steps or t.warmup_ratio,
+        optim=t.optim,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        gradient_checkpointing=t.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        max_grad_norm=t.max_grad_norm,
+        fp16=t.fp16,
+        bf16=t.bf16,
+        eval_strategy=t.eval_strategy,
+        eval_steps=t.eval_steps if evaluating else None,
+        eval_on_start=t.eval_on_start and evaluating,
+        save_strategy=t.save_strategy,
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit or None,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        report_to=[r for r in t.report_to if r != "none"] or "none",
+        load_best_model_at_end=t.load_best_model_at_end,
+        metric_for_best_model=t.metric_for_best_model if evaluating else None,
+        seed=t.seed,
+        data_seed=t.seed,
+        dataloader_num_workers=t.dataloader_num_workers,
+        include_num_input_tokens_seen="non_padding",
+        disable_tqdm=True,
+        label_names=["labels"],
+    )
+
+
+def data_collator(config: RunConfig, tokenizer, model):
+    from transformers import DataCollatorForSeq2Seq
+
+    c = config.collator
+    return DataCollatorForSeq2Seq(
+        tokenizer=tokenizer,
+        model=model,
+        padding=c.padding,
+        max_length=config.tokenizer.max_length if c.padding == "max_length" else None,
+        pad_to_multiple_of=c.pad_to_multiple_of or None,
+        label_pad_token_id=c.label_pad_token_id,
+        return_tensors="pt",
+    )
+
+
+def run_training(config: RunConfig, folder: RunFolder, events: EventLog, resume_from: Path | None = None) -> dict:
+    """Train one run into `folder`. Returns the result event; raises UserError for fixable input problems."""
+    from transformers import EarlyStoppingCallback, Trainer
+
+    from tui_lora.data.prepare import prepare_datasets
+    from tui_lora.engine import model as models
+    from tui_lora.engine.callbacks import EventsCallback, GracefulStop
+
+    os.environ["TENSORBOARD_LOGGING_DIR"] = config.training.logging_dir or str(folder.tensorboard)
+
+    events.status("loading", f"reading the configuration of {config.model.name_or_path}")
+    model_config = models.load_model_config(config)
+    models.check_target_modules(config, models.linear_module_names(model_config, config.model.trust_remote_code))
+    if config.model.trust_remote_code:
+        events.log("warning", f"trust_remote_code is on: Python code from {config.model.name_or_path} will run")
+
+    tokenizer = models.load_tokenizer(config)
+    events.status("preparing_data", f"reading {config.data.path}")
+    train_set, eval_set, report = prepare_datasets(config, tokenizer)
+    if report.used_default_template:
+        events.log("warning", "the tokenizer has no chat template; using tui-lora's default ChatML template")
+    for number, reason in report.bad_records:
+        events.log("warning", f"skipped record {number}: {reason}")
+    events.emit("data", **asdict(report))
+
+    events.status("loading", f"loading {config.model.name_or_path}")
+    model = models.apply_lora(models.load_model(config), config)
+    trainable, total = models.count_parameters(model)
+    events.emit("model", trainable_parameters=trainable, total_parameters=total,
+                quantization="8bit" if config.quantization.load_in_8bit else
+                "4bit" if config.quantization.load_in_4bit else "none")
+
+    stopper = GracefulStop(events)
+    callbacks = [EventsCallback(events, config.training.num_train_epochs), stopper]
+    if config.early_stopping.enabled:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping.patience,
+                                               early_stopping_threshold=config.early_stopping.threshold))
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(config, folder),
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        processing_class=tokenizer,
+        data_collator=data_collator(config, tokenizer, model),
+        callbacks=callbacks,
+    )
+    stopper.install()
+    try:
+        output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    finally:
+        stopper.uninstall()
+
+    if stopper.requested:
+        events.status("interrupted", f"stopped by {stopper.requested} at step {trainer.state.global_step}; "
+                                     "continue with --resume", step=trainer.state.global_step)
+        return {"interrupted": True, "step": trainer.state.global_step}
+
+    events.status("saving", f"saving the adapter to {folder.adapter}")
+    trainer.model.save_pretrained(str(folder.adapter))
+    tokenizer.save_pretrained(str(folder.adapter))
+    metrics = {"train_loss": output.training_loss}
+    if eval_set is not None:
+        metrics.update(trainer.evaluate())
+    stopped_early = (config.early_stopping.enabled and trainer.state.max_steps > trainer.state.global_step)
+    return events.emit("result", adapter=str(folder.adapter), step=trainer.state.global_step,
+                       stopped_early=stopped_early,
+                       metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+
+
+class _EventsHandler(logging.Handler):
+    """Warnings and errors from the libraries become log events the user sees."""
+
+    def __init__(self, events: EventLog):
+        super().__init__(logging.WARNING)
+        self.events = events
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.events.log(record.levelname.lower(), record.getMessage().strip().splitlines()[0])
+        except Exception:  # a log line must never break training
+            pass
+
+
+def capture_logs(folder: RunFolder, events: EventLog) -> list[tuple[logging.Logger, logging.Handler]]:
+    """Send library logging and Python warnings to train.log, and warnings to the event log."""
+    import transformers
+
+    transformers.utils.logging.disable_default_handler()  # its stderr lines would tear the progress bars
+    transformers.utils.logging.set_verbosity_info()
+    logging.captureWarnings(True)
+    warnings.filterwarnings("ignore", message=".*kernels.*")
+    file_handler = logging.FileHandler(folder.log, encoding="utf-8")
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    events_handler = _EventsHandler(events)
+    attached = []
+    for name in ("transformers", "peft", "datasets", "accelerate", "bitsandbytes", "tui_lora", "py.warnings"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        for handler in (file_handler, events_handler):
+            logger.addHandler(handler)
+            attached.append((logger, handler))
+    return attached
+
+
+def release_logs(attached: list[tuple[logging.Logger, logging.Handler]]) -> None:
+    for logger, handler in attached:
+        logger.removeHandler(handler)
+    for handler in {handler for _, handler in attached}:
+        handler.close()
+

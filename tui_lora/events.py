@@ -1,0 +1,76 @@
+"""The run's event log: one JSON object per line in events.jsonl.
+
+The training process appends; the headless display, the TUI and `tui-lora runs`
+read. Every event has "t" (unix seconds) and "type":
+  status    state (starting, loading, preparing_data, training, saving, finished,
+            failed, interrupted) and message
+  progress  step, max_steps, epoch, num_epochs, tokens_seen, elapsed
+  train     step, epoch, loss, learning_rate, grad_norm, tokens_per_second
+  eval      step, epoch, eval_loss and any other eval_* metric
+  data      counts from data preparation (conversations, examples, skipped, tokens)
+  log       level and message (warnings and errors from the training process)
+  result    where the adapter is and the final metrics
+Readers ignore types and keys they do not know, so the log can grow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+Event = dict[str, Any]
+Listener = Callable[[Event], None]
+
+
+def _clean(value: Any) -> Any:
+    # JSON has no NaN or infinity; a diverged loss must still be a valid line.
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+class EventLog:
+    """Appends events to a file (flushed per line, so readers see them at once) and tells listeners."""
+
+    def __init__(self, path: Path | None, listeners: list[Listener] | None = None):
+        self.path = path
+        self.listeners = list(listeners or [])
+        self._handle = open(path, "a", encoding="utf-8") if path else None
+
+    def emit(self, type: str, **fields: Any) -> Event:
+        event = {"t": round(time.time(), 3), "type": type, **{k: _clean(v) for k, v in fields.items()}}
+        if self._handle:
+            self._handle.write(json.dumps(event, ensure_ascii=False) + "\n")
+            self._handle.flush()
+        for listener in self.listeners:
+            listener(event)
+        return event
+
+    def status(self, state: str, message: str = "", **fields: Any) -> Event:
+        return self.emit("status", state=state, message=message, **fields)
+
+    def log(self, level: str, message: str) -> Event:
+        return self.emit("log", level=level, message=message)
+
+    def close(self) -> None:
+        if self._handle:
+            self._handle.close()
+            self._handle = None
+
+
+def read_events(path: Path) -> Iterator[Event]:
+    """Events from a log; a torn last line (the writer was killed mid-write) is skipped."""
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(event, dict):
+                yield event

@@ -1,0 +1,132 @@
+"""What `tui-lora run` shows: rich progress bars on a terminal, plain lines anywhere else.
+
+Both displays are event listeners: they see exactly what events.jsonl records,
+so what a user watches live is what `attach` and the TUI will replay later.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from tui_lora.events import Event
+
+
+def _number(value, fmt: str = ".4g") -> str:
+    return format(value, fmt) if isinstance(value, (int, float)) else "-"
+
+
+def describe_train(event: Event) -> str:
+    return (f"loss {_number(event.get('loss'), '.4f')}  lr {_number(event.get('learning_rate'), '.2e')}  "
+            f"grad {_number(event.get('grad_norm'), '.3g')}  {_number(event.get('tokens_per_second'), ',.0f')} tok/s")
+
+
+def describe_eval(event: Event) -> str:
+    metrics = "  ".join(f"{key} {_number(value, '.4f')}" for key, value in event.items()
+                        if key.startswith("eval_") and not key.endswith(("_runtime", "per_second")))
+    return f"eval at step {event.get('step')} (epoch {_number(event.get('epoch'), '.2f')}): {metrics}"
+
+
+def describe_data(event: Event) -> str:
+    return (f"data: {event.get('records')} records as {event.get('format')!r}, {event.get('skipped')} skipped, "
+            f"{event.get('truncated')} cut to max_length; {event.get('train_examples')} train / "
+            f"{event.get('eval_examples')} eval examples, {event.get('trained_tokens'):,} of "
+            f"{event.get('train_tokens'):,} tokens trained")
+
+
+def describe_model(event: Event) -> str:
+    trainable, total = event.get("trainable_parameters", 0), event.get("total_parameters", 0) or 1
+    return (f"model: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.3f}%), "
+            f"quantization {event.get('quantization')}")
+
+
+def describe_result(event: Event) -> str:
+    metrics = event.get("metrics", {})
+    parts = [f"{key} {_number(value, '.4f')}" for key, value in metrics.items()
+             if key in ("train_loss", "eval_loss")]
+    early = " (stopped early)" if event.get("stopped_early") else ""
+    return f"done at step {event.get('step')}{early}: {'  '.join(parts)}; adapter in {event.get('adapter')}"
+
+
+class PlainDisplay:
+    """One line per event that matters; for logs, CI and nohup."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+
+    def line(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def __call__(self, event: Event) -> None:
+        kind = event.get("type")
+        if kind == "status":
+            self.line(f"[{event.get('state')}] {event.get('message', '')}".rstrip())
+        elif kind == "train":
+            self.line(f"step {event.get('step')} epoch {_number(event.get('epoch'), '.2f')}  {describe_train(event)}")
+        elif kind == "eval":
+            self.line(describe_eval(event))
+        elif kind == "data":
+            self.line(describe_data(event))
+        elif kind == "model":
+            self.line(describe_model(event))
+        elif kind == "result":
+            self.line(describe_result(event))
+        elif kind == "log" and event.get("level") in ("warning", "error", "critical"):
+            self.line(f"{event.get('level')}: {event.get('message')}")
+
+    def close(self) -> None:
+        pass
+
+
+class RichDisplay(PlainDisplay):
+    """A live progress bar for the steps, with the latest loss, learning rate and speed beside it."""
+
+    def __init__(self, console: Console | None = None):
+        self.console = console or Console(stderr=False)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("epoch {task.fields[epoch]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[stats]}"),
+            console=self.console,
+            transient=False,
+        )
+        self.task = None
+
+    def line(self, text: str) -> None:
+        self.console.print(text, highlight=False, markup=False)
+
+    def __call__(self, event: Event) -> None:
+        kind = event.get("type")
+        if kind == "status" and event.get("state") == "training":
+            if self.task is None:
+                self.progress.start()
+                self.task = self.progress.add_task("train", total=event.get("max_steps"), epoch="0.00",
+                                                   stats="", completed=event.get("resumed_from") or 0)
+            return
+        if kind == "progress" and self.task is not None:
+            self.progress.update(self.task, completed=event.get("step"), total=event.get("max_steps"),
+                                 epoch=f"{_number(event.get('epoch'), '.2f')}/{_number(event.get('num_epochs'), 'g')}")
+            return
+        if kind == "train" and self.task is not None:
+            self.progress.update(self.task, stats=describe_train(event))
+            return
+        if kind == "status" and event.get("state") in ("saving", "finished", "failed", "interrupted"):
+            self.close()
+        super().__call__(event)
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.progress.stop()
+            self.task = None
+
+
+def display_for(stream=None) -> PlainDisplay:
+    stream = stream or sys.stdout
+    return RichDisplay() if stream.isatty() else PlainDisplay(stream)
