@@ -25,6 +25,10 @@ def training_arguments(config: RunConfig, folder: RunFolder):
 
     t = config.training
     evaluating = t.eval_strategy != "no"
+    # transformers 5.x renamed gradient checkpointing to activation checkpointing; the old name still
+    # works but warns. The run file keeps the name users know; the library gets the current keyword.
+    checkpointing = ("activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+                     else "gradient_checkpointing")
     return TrainingArguments(
         output_dir=str(folder.path),
         num_train_epochs=t.num_train_epochs,
@@ -38,8 +42,8 @@ def training_arguments(config: RunConfig, folder: RunFolder):
         per_device_train_batch_size=t.per_device_train_batch_size,
         per_device_eval_batch_size=t.per_device_eval_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
-        gradient_checkpointing=t.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        **{checkpointing: t.gradient_checkpointing,
+           f"{checkpointing}_kwargs": {"use_reentrant": False} if t.gradient_checkpointing else None},
         max_grad_norm=t.max_grad_norm,
         fp16=t.fp16,
         bf16=t.bf16,

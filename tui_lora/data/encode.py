@@ -1,0 +1,486 @@
+"""Encode a conversation into ``input_ids`` / ``labels`` with exact label masks.
+
+The conversation is rendered once with the tokenizer's own chat template and
+that text is tokenized once (offsets on), so ``input_ids`` are exactly what
+``tokenizer.apply_chat_template(messages, tokenize=True)`` gives.  Labels are
+then taken from character spans of that single rendering; turns are never
+templated one at a time (Qwen-style templates would insert their default
+system prompt before every turn).
+
+How the template is read (once per encoder, from a probe conversation
+``user, assistant, user, assistant`` with sentinel contents):
+
+* **reply header** -- the text printed between a user turn's content and the
+  reply's content, e.g. ``<|im_end|>\\n<|im_start|>assistant\\n``.  When the
+  template prints the last reply differently (Qwen3 adds an empty
+  ``<think></think>`` block) the common prefix of both is used.
+* **end of turn** -- what follows the final reply: leading whitespace plus the
+  run of special tokens right after it (``<|im_end|>``, ``<|eot_id|>``,
+  `` </s>``).  If no special token follows (a template whose markers are not
+  special tokens in this vocabulary) it is the rest of that line
+  (``<|im_end|>`` as plain text).  A newline after the marker is not part of it.
+  A template that prints nothing on that line has no marker: only reply
+  contents are trained.
+
+Where a reply is in the rendered text: search forward from a cursor (the end of
+the previous reply) for the next reply header, then for the reply content after
+it, starting before the following header.  The content is tried as given, then
+stripped, then -- for contents holding ``</think>`` -- the answer after it,
+because Qwen3-style templates drop the reasoning from earlier turns; if the
+template did print a ``<think>`` block for that turn, the trained span starts
+at that block; an empty ``<think>`` block the template adds on its own to a
+reply without reasoning is prompt scaffolding and stays untrained.  A reply
+that cannot be found raises :class:`BadRecord` naming
+its message index (0-based, in the list given to ``encode``).
+
+Trained span of a reply = its content + the end-of-turn marker after it.
+Everything else -- system prompt (including a template's default one), user
+turns, role headers, the newline after the marker -- gets ``label_pad_token_id``.
+``train_on="last"`` keeps only the final reply's span; ``train_on="all"``
+labels every token (examples are unpadded, so nothing is masked).
+
+BOS: ``add_special_tokens`` for the single tokenizer call is chosen at
+construction by comparing against ``apply_chat_template(tokenize=True)`` on
+the probe (transformers does not add special tokens there: a template that
+wants a BOS writes it), so a tokenizer whose post-processor adds a BOS gets
+neither a double BOS nor one the template did not ask for.
+
+Boundary rule: a token is trained when ANY of its characters lies inside a
+trained span.  Such a straddling token (e.g. ``"▁Hello"`` after ``[/INST]``,
+whose space belongs to the template) carries reply text the model must
+produce; leaving it out would drop the start of the reply.  Zero-width tokens
+(a BOS added by a post-processor) are never trained.  Byte-level tokens that
+hold part of one character all carry that character's offsets, so a character
+is never half trained.
+
+Truncation (when the rendering has more than ``max_length`` tokens):
+
+* ``truncation=False``: :class:`BadRecord` ("N tokens > max_length M").
+* otherwise the example is cut right after the end-of-turn marker of the last
+  reply that fits, i.e. trailing exchanges are dropped whole and no reply is
+  left without its end.  ``train_on="last"`` then means the last kept reply.
+* if not even the first reply fits, the first ``max_length`` tokens are kept
+  (labels still exact for what remains) and the example gets
+  ``"truncated": True``; every other example has ``"truncated": False``.
+  The caller should count and then drop that column before collating.
+
+An example with no trained token is a :class:`BadRecord` (never train on
+nothing).  Nothing here imports torch; the tokenizer is passed in.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from tui_lora.data.formats import ASSISTANT, SYSTEM, USER, BadRecord
+
+TRAIN_ON = ("assistant", "last", "all")
+
+# Used for tokenizers that ship no chat template: plain ChatML, no default
+# system prompt.  If "<|im_start|>"/"<|im_end|>" are not tokens of the
+# vocabulary they are encoded as ordinary text (and the end-of-turn marker is
+# learnt as that text); callers that can resize embeddings may add them as
+# special tokens before building the encoder.
+DEFAULT_CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+
+# Probe contents: plain ASCII words that no template rewrites.
+_PROBE_QUESTIONS = ("ProbeQuestionOne", "ProbeQuestionTwo")
+_PROBE_REPLIES = ("ProbeReplyOne", "ProbeReplyTwo")
+
+_THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
+_WHITESPACE = re.compile(r"\s*")
+
+
+@dataclass(frozen=True)
+class TemplateLayout:
+    """What the chat template prints around assistant replies."""
+
+    reply_header: str
+    # Markers to try after a reply, most likely first (last-turn form, then
+    # the mid-conversation form when it differs).
+    end_of_turn: tuple[str, ...]
+
+
+class ConversationEncoder:
+    """Tokenize conversations with the model's chat template and exact labels."""
+
+    def __init__(
+        self,
+        tokenizer,
+        max_length: int,
+        truncation: bool = True,
+        train_on: str = "assistant",
+        label_pad_token_id: int = -100,
+    ):
+        if train_on not in TRAIN_ON:
+            raise ValueError(f"train_on must be one of {TRAIN_ON}, got {train_on!r}")
+        if not isinstance(max_length, int) or max_length <= 0:
+            raise ValueError(f"max_length must be a positive int, got {max_length!r}")
+        if not getattr(tokenizer, "is_fast", False):
+            raise ValueError("a fast tokenizer is needed (label masks use its character offsets)")
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.truncation = truncation
+        self.train_on = train_on
+        self.label_pad_token_id = label_pad_token_id
+        self.used_default_template = not getattr(tokenizer, "chat_template", None)
+        # None lets apply_chat_template pick the tokenizer's own template.
+        self._template_override = DEFAULT_CHAT_TEMPLATE if self.used_default_template else None
+        probe = _probe_conversation()
+        probe_text = self.render(probe)
+        self.layout = _read_layout(probe_text, _special_token_strings(tokenizer))
+        self._add_special_tokens = self._special_tokens_flag(probe, probe_text)
+
+    # ---------------------------------------------------------------- public
+
+    @property
+    def chat_template(self) -> str | None:
+        """The template in use when it is the default (save it with the adapter)."""
+        return self._template_override if self.used_default_template else self.tokenizer.chat_template
+
+    def render(self, messages: list[dict]) -> str:
+        """The conversation as the chat template prints it (no generation prompt)."""
+        from jinja2.exceptions import TemplateError
+
+        try:
+            return self.tokenizer.apply_chat_template(
+                messages, chat_template=self._template_override, tokenize=False
+            )
+        except TemplateError as error:
+            raise BadRecord(f"the chat template refused this conversation: {error}") from error
+
+    def encode(self, messages: list[dict]) -> dict:
+        """One conversation -> input_ids, attention_mask, labels, truncated."""
+        _check_conversation(messages)
+        text = self.render(messages)
+        tokens = self._tokenize([text])
+        return self._build_example(messages, text, tokens["input_ids"][0], tokens["offset_mapping"][0])
+
+    def encode_batch(self, conversations: list[list[dict]], skip_bad: bool = False) -> dict:
+        """Many conversations -> dict of lists (for ``datasets.map(batched=True)``).
+
+        With ``skip_bad`` a conversation raising BadRecord is left out of the
+        output (so the output may be shorter than the input: map with
+        ``remove_columns`` set to all input columns, and compare lengths to
+        count what was skipped); otherwise the first BadRecord propagates.
+        """
+        rendered = []
+        for messages in conversations:
+            try:
+                _check_conversation(messages)
+                rendered.append((messages, self.render(messages)))
+            except BadRecord:
+                if not skip_bad:
+                    raise
+        columns = {"input_ids": [], "attention_mask": [], "labels": [], "truncated": []}
+        if not rendered:
+            return columns
+        # One batched tokenizer call: the Rust side parallelises it.
+        tokens = self._tokenize([text for _, text in rendered])
+        for row, (messages, text) in enumerate(rendered):
+            try:
+                example = self._build_example(
+                    messages, text, tokens["input_ids"][row], tokens["offset_mapping"][row]
+                )
+            except BadRecord:
+                if not skip_bad:
+                    raise
+                continue
+            for key in columns:
+                columns[key].append(example[key])
+        return columns
+
+    # --------------------------------------------------------------- helpers
+
+    def _tokenize(self, texts: list[str]):
+        return self.tokenizer(
+            texts, add_special_tokens=self._add_special_tokens, return_offsets_mapping=True
+        )
+
+    def _special_tokens_flag(self, probe: list[dict], probe_text: str) -> bool:
+        """Pick add_special_tokens so our ids equal apply_chat_template(tokenize=True).
+
+        transformers renders then tokenizes without special tokens (the template
+        writes its own BOS); checking instead of assuming keeps us right if that
+        ever changes, and catches a tokenizer whose post-processor disagrees.
+        """
+        reference = self.tokenizer.apply_chat_template(
+            probe, chat_template=self._template_override, tokenize=True
+        )
+        reference_ids = list(reference["input_ids"] if hasattr(reference, "keys") else reference)
+        for flag in (False, True):
+            if self.tokenizer(probe_text, add_special_tokens=flag)["input_ids"] == reference_ids:
+                return flag
+        raise ValueError("cannot reproduce apply_chat_template(tokenize=True) by tokenizing its text")
+
+    def _build_example(self, messages, text, input_ids, offsets) -> dict:
+        spans = self._reply_spans(text, messages)
+        owners = _span_owner_of_each_token(offsets, spans)
+        cut, truncated = self._cut_point(owners, len(spans), len(input_ids))
+        input_ids = list(input_ids[:cut])
+        labels = self._labels(input_ids, owners[:cut])
+        if all(label == self.label_pad_token_id for label in labels):
+            raise BadRecord("no token is trained in this example (all labels masked)")
+        return {
+            "input_ids": input_ids,
+            "attention_mask": [1] * len(input_ids),
+            "labels": labels,
+            "truncated": truncated,
+        }
+
+    def _labels(self, input_ids: list[int], owners: list[int]) -> list[int]:
+        if self.train_on == "all":
+            return list(input_ids)
+        wanted = _trained_owner_filter(self.train_on, owners)
+        pad = self.label_pad_token_id
+        return [tid if wanted(owner) else pad for tid, owner in zip(input_ids, owners)]
+
+    def _cut_point(self, owners: list[int], reply_count: int, length: int) -> tuple[int, bool]:
+        """Where to cut the token sequence, and whether a reply was cut in half."""
+        if length <= self.max_length:
+            return length, False
+        if not self.truncation:
+            raise BadRecord(f"{length} tokens > max_length {self.max_length}")
+        reply_ends = _reply_token_ends(owners, reply_count)
+        fitting = [end for end in reply_ends if end <= self.max_length]
+        if fitting:
+            return max(fitting), False
+        return self.max_length, True
+
+    def _reply_spans(self, text: str, messages: list[dict]) -> list[tuple[int, int]]:
+        """Character span (content + end of turn) of every assistant reply, in order."""
+        spans = []
+        cursor = 0
+        for turn, message in enumerate(messages):
+            if message["role"] != ASSISTANT:
+                continue
+            start, end = self._locate_reply(text, message["content"], cursor, turn)
+            end = self._end_of_turn_after(text, end, turn)
+            spans.append((start, end))
+            cursor = end
+        return spans
+
+    def _locate_reply(self, text: str, content: str, cursor: int, turn: int) -> tuple[int, int]:
+        header = self.layout.reply_header
+        search_from, limit = cursor, len(text)
+        if header:
+            header_at = text.find(header, cursor)
+            if header_at < 0:
+                raise BadRecord(f"message {turn} (assistant): reply header {header!r} not found in the rendering")
+            search_from = header_at + len(header)
+            next_header = text.find(header, search_from)
+            if next_header >= 0:
+                limit = next_header
+        for candidate, is_answer_part in _reply_candidates(content):
+            found = text.find(candidate, search_from)
+            if found < 0 or found >= limit:
+                continue
+            start = found
+            if is_answer_part:
+                # The template printed its own form of the reasoning for this
+                # turn: the reasoning is part of what the model must write.
+                think_at = text.rfind(_THINK_OPEN, search_from, found)
+                if think_at >= 0:
+                    start = think_at
+            return start, found + len(candidate)
+        raise BadRecord(f"message {turn} (assistant): reply text not found in the rendered conversation")
+
+    def _end_of_turn_after(self, text: str, end: int, turn: int) -> int:
+        markers = self.layout.end_of_turn
+        if not markers:
+            return end
+        for marker in markers:
+            if text.startswith(marker, end):
+                return end + len(marker)
+        # The content may have lost trailing whitespace the marker expects, or
+        # gained some the template kept: allow whitespace before the marker.
+        after_space = _WHITESPACE.match(text, end).end()
+        for marker in markers:
+            if marker.strip() and text.startswith(marker.lstrip(), after_space):
+                return after_space + len(marker.lstrip())
+        raise BadRecord(f"message {turn} (assistant): end-of-turn marker {markers[0]!r} not found after the reply")
+
+
+# ---------------------------------------------------------------------------
+# Template reading
+# ---------------------------------------------------------------------------
+
+
+def _probe_conversation() -> list[dict]:
+    probe = []
+    for question, reply in zip(_PROBE_QUESTIONS, _PROBE_REPLIES):
+        probe.append({"role": USER, "content": question})
+        probe.append({"role": ASSISTANT, "content": reply})
+    return probe
+
+
+def _read_layout(probe_text: str, specials: list[str]) -> TemplateLayout:
+    positions = []
+    cursor = 0
+    for question, reply in zip(_PROBE_QUESTIONS, _PROBE_REPLIES):
+        for sentinel in (question, reply):
+            at = probe_text.find(sentinel, cursor)
+            if at < 0:
+                raise ValueError(
+                    f"the chat template does not print message contents verbatim "
+                    f"({sentinel!r} missing); cannot build label masks"
+                )
+            positions.append((at, at + len(sentinel)))
+            cursor = at + len(sentinel)
+    (_, q1_end), (a1_start, a1_end), (q2_start, q2_end), (a2_start, a2_end) = positions
+    header = os.path.commonprefix([probe_text[q1_end:a1_start], probe_text[q2_end:a2_start]])
+    markers = []
+    for after_reply in (probe_text[a2_end:], probe_text[a1_end:q2_start]):
+        marker = _end_of_turn_text(after_reply, specials)
+        if marker and marker not in markers:
+            markers.append(marker)
+    return TemplateLayout(reply_header=header, end_of_turn=tuple(markers))
+
+
+def _end_of_turn_text(after_reply: str, specials: list[str]) -> str:
+    """The marker a template prints right after a reply (see module docstring)."""
+    body = after_reply.lstrip()
+    leading_space = after_reply[: len(after_reply) - len(body)]
+    consumed = 0
+    while True:
+        special = next((s for s in specials if body.startswith(s, consumed)), None)
+        if special is None:
+            break
+        consumed += len(special)
+    if consumed:
+        return leading_space + body[:consumed]
+    return after_reply.split("\n", 1)[0].rstrip()
+
+
+def _special_token_strings(tokenizer) -> list[str]:
+    strings = set(getattr(tokenizer, "all_special_tokens", []) or [])
+    for token in getattr(tokenizer, "added_tokens_decoder", {}).values():
+        if getattr(token, "special", False):
+            strings.add(token.content)
+    # Longest first so "<|im_end|>" wins over a shorter special that prefixes it.
+    return sorted((s for s in strings if s), key=len, reverse=True)
+
+
+# ---------------------------------------------------------------------------
+# Spans -> tokens
+# ---------------------------------------------------------------------------
+
+
+def _reply_candidates(content: str):
+    """Texts the template may have printed for a reply, most faithful first.
+
+    Yields (text, is_answer_part); is_answer_part marks the text after
+    ``</think>``, used when the template dropped or rewrote the reasoning.
+    """
+    seen = set()
+    options = [(content, False), (content.strip(), False)]
+    if _THINK_CLOSE in content:
+        answer = content.rsplit(_THINK_CLOSE, 1)[1]
+        options += [(answer.lstrip("\n"), True), (answer.strip(), True)]
+    for text, is_answer_part in options:
+        if text and text not in seen:
+            seen.add(text)
+            yield text, is_answer_part
+
+
+def _span_owner_of_each_token(offsets, spans: list[tuple[int, int]]) -> list[int]:
+    """For each token, the index of the reply span it overlaps, or -1.
+
+    Any overlap counts (the boundary rule); spans and tokens are both sorted,
+    so one pass is enough.
+    """
+    owners = []
+    span_index = 0
+    for token_start, token_end in offsets:
+        while span_index < len(spans) and spans[span_index][1] <= token_start:
+            span_index += 1
+        inside = (
+            token_end > token_start
+            and span_index < len(spans)
+            and spans[span_index][0] < token_end
+        )
+        owners.append(span_index if inside else -1)
+    return owners
+
+
+def _reply_token_ends(owners: list[int], reply_count: int) -> list[int]:
+    """Exclusive index of the last token of each reply (0 for a reply with none)."""
+    ends = [0] * reply_count
+    for index, owner in enumerate(owners):
+        if owner >= 0:
+            ends[owner] = index + 1
+    return ends
+
+
+def _trained_owner_filter(train_on: str, owners: list[int]):
+    if train_on == "last":
+        last = max(owners, default=-1)
+        return lambda owner: owner >= 0 and owner == last
+    return lambda owner: owner >= 0
+
+
+def _check_conversation(messages) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise BadRecord("a conversation must be a non-empty list of messages")
+    has_reply = False
+    for turn, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in (SYSTEM, USER, ASSISTANT):
+            raise BadRecord(f"turn {turn}: not a message with role system/user/assistant")
+        if not isinstance(message.get("content"), str):
+            raise BadRecord(f"turn {turn}: content is not a string")
+        if message["role"] == ASSISTANT:
+            if not message["content"].strip():
+                raise BadRecord(f"turn {turn}: empty assistant reply")
+            has_reply = True
+    if not has_reply:
+        raise BadRecord("no assistant reply to train on")
+
+
+# ---------------------------------------------------------------------------
+# Showing masks
+# ---------------------------------------------------------------------------
+
+
+def label_mask_segments(
+    tokenizer, input_ids: list[int], labels: list[int], label_pad_token_id: int = -100
+) -> list[tuple[str, bool]]:
+    """Split an example into (text, trained) runs of consecutive tokens."""
+    segments: list[tuple[str, bool]] = []
+    run: list[int] = []
+    run_trained = None
+    for token_id, label in zip(input_ids, labels):
+        trained = label != label_pad_token_id
+        if run and trained != run_trained:
+            segments.append((_decode(tokenizer, run), run_trained))
+            run = []
+        run.append(token_id)
+        run_trained = trained
+    if run:
+        segments.append((_decode(tokenizer, run), run_trained))
+    return segments
+
+
+def render_label_mask(
+    tokenizer,
+    input_ids: list[int],
+    labels: list[int],
+    label_pad_token_id: int = -100,
+    markers: tuple[str, str] = ("[[", "]]"),
+) -> str:
+    """The example's text with trained parts wrapped in ``markers``."""
+    opening, closing = markers
+    return "".join(
+        f"{opening}{text}{closing}" if trained else text
+        for text, trained in label_mask_segments(tokenizer, input_ids, labels, label_pad_token_id)
+    )
+
+
+def _decode(tokenizer, token_ids: list[int]) -> str:
+    return tokenizer.decode(token_ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
