@@ -7,6 +7,8 @@ path from a TOML key to the keyword that receives it is one line to read.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -26,12 +28,29 @@ def model_source(ref: str) -> str:
     return str(path) if path.exists() else ref
 
 
+@contextmanager
+def loading(key: str, ref: str) -> Iterator[None]:
+    """Turn from_pretrained's failures that the user can fix into one line naming the run-file key."""
+    try:
+        yield
+    except ValueError as exc:
+        if "trust_remote_code" not in str(exc):
+            raise
+        raise UserError(f"{key}: {ref!r} ships its own Python code; set model.trust_remote_code = true only if "
+                        "you trust its authors (the code runs with your permissions)") from None
+    except OSError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{key}: cannot load {ref!r}: {first}") from None
+
+
 def load_tokenizer(config: RunConfig):
     from transformers import AutoTokenizer
 
+    key = "tokenizer.name_or_path" if config.tokenizer.name_or_path else "model.name_or_path"
     ref = config.tokenizer.name_or_path or config.model.name_or_path
-    tokenizer = AutoTokenizer.from_pretrained(model_source(ref), revision=config.model.revision,
-                                              trust_remote_code=config.model.trust_remote_code)
+    with loading(key, ref):
+        tokenizer = AutoTokenizer.from_pretrained(model_source(ref), revision=config.model.revision,
+                                                  trust_remote_code=config.model.trust_remote_code)
     if tokenizer.pad_token is None:
         # Padding positions carry label -100 and attention 0, so reusing eos as pad trains nothing wrong.
         tokenizer.pad_token = tokenizer.eos_token
@@ -59,8 +78,10 @@ def quantization_config(config: RunConfig):
 def load_model_config(config: RunConfig):
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(model_source(config.model.name_or_path), revision=config.model.revision,
-                                      trust_remote_code=config.model.trust_remote_code)
+    ref = config.model.name_or_path
+    with loading("model.name_or_path", ref):
+        return AutoConfig.from_pretrained(model_source(ref), revision=config.model.revision,
+                                          trust_remote_code=config.model.trust_remote_code)
 
 
 def linear_module_names(model_config, trust_remote_code: bool) -> set[str]:
@@ -98,7 +119,8 @@ def load_model(config: RunConfig):
         kwargs["device_map"] = m.device_map
     if m.attn_implementation != "auto":
         kwargs["attn_implementation"] = m.attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(model_source(m.name_or_path), **kwargs)
+    with loading("model.name_or_path", m.name_or_path):
+        model = AutoModelForCausalLM.from_pretrained(model_source(m.name_or_path), **kwargs)
     model.config.use_cache = False  # the KV cache only costs memory while training
     if quant is not None:
         from peft import prepare_model_for_kbit_training

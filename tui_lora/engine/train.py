@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -21,6 +22,7 @@ log = logging.getLogger("tui_lora")
 
 
 def training_arguments(config: RunConfig, folder: RunFolder):
+    import torch
     from transformers import TrainingArguments
 
     t = config.training
@@ -61,6 +63,7 @@ def training_arguments(config: RunConfig, folder: RunFolder):
         seed=t.seed,
         data_seed=t.seed,
         dataloader_num_workers=t.dataloader_num_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),  # pinning without a GPU only earns a warning
         include_num_input_tokens_seen="non_padding",
         disable_tqdm=True,
         label_names=["labels"],
@@ -84,7 +87,7 @@ def data_collator(config: RunConfig, tokenizer, model):
 
 def run_training(config: RunConfig, folder: RunFolder, events: EventLog, resume_from: Path | None = None) -> dict:
     """Train one run into `folder`. Returns the result event; raises UserError for fixable input problems."""
-    from transformers import EarlyStoppingCallback, Trainer
+    from transformers import EarlyStoppingCallback, PrinterCallback, Trainer
 
     from tui_lora.data.prepare import prepare_datasets
     from tui_lora.engine import model as models
@@ -128,6 +131,7 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, resume_
         data_collator=data_collator(config, tokenizer, model),
         callbacks=callbacks,
     )
+    trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; our displays read the events instead
     stopper.install()
     try:
         output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -144,23 +148,45 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, resume_
     tokenizer.save_pretrained(str(folder.adapter))
     metrics = {"train_loss": output.training_loss}
     if eval_set is not None:
-        metrics.update(trainer.evaluate())
+        metrics.update(final_evaluation(trainer, config))
     stopped_early = (config.early_stopping.enabled and trainer.state.max_steps > trainer.state.global_step)
     return events.emit("result", adapter=str(folder.adapter), step=trainer.state.global_step,
                        stopped_early=stopped_early,
                        metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))})
 
 
+def final_evaluation(trainer, config: RunConfig) -> dict:
+    """Metrics of the adapter as saved: reuse an evaluation already made at the last step, else run one."""
+    state = trainer.state
+    if not config.training.load_best_model_at_end:  # otherwise the saved weights may be an earlier step's
+        for entry in reversed(state.log_history):
+            if "eval_loss" in entry:
+                if entry.get("step") == state.global_step:
+                    return entry
+                break
+    return trainer.evaluate()
+
+
 class _EventsHandler(logging.Handler):
-    """Warnings and errors from the libraries become log events the user sees."""
+    """Warnings and errors from the libraries become log events the user sees, each message once."""
+
+    # Library chatter that says nothing to someone training an adapter: kept in train.log only.
+    QUIET = ("Failed to load CPU gemm_4bit_forward", "`is_gradient_checkpointing` is deprecated")
 
     def __init__(self, events: EventLog):
         super().__init__(logging.WARNING)
         self.events = events
+        self.seen: set[str] = set()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.events.log(record.levelname.lower(), record.getMessage().strip().splitlines()[0])
+            message = record.getMessage().strip().splitlines()[0]
+            if record.name == "py.warnings":  # "path/file.py:12: UserWarning: text" -> "UserWarning: text"
+                message = re.sub(r"^.*?:\d+: (?=\w+: )", "", message)
+            if message in self.seen or message.startswith(self.QUIET):
+                return
+            self.seen.add(message)
+            self.events.log(record.levelname.lower(), message)
         except Exception:  # a log line must never break training
             pass
 

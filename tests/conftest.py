@@ -1,0 +1,64 @@
+"""Shared test helpers: small run files on the shipped tiny model, and running them for real."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Nothing in the tests may reach a model hub; a test that tries fails fast instead of hanging.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def tiny_run_file(output_dir: Path, **sections) -> dict:
+    """A short, fast run on the tiny model: a slice of the sample data, a few steps."""
+    raw = {
+        "model": {"name_or_path": "builtin:tiny-chat", "dtype": "float32", "device_map": "cpu"},
+        "tokenizer": {"max_length": 128},
+        "lora": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0},
+        "data": {"path": "builtin:belle-sample", "max_samples": 48, "validation_split": 0.25},
+        "training": {"output_dir": str(output_dir), "max_steps": 4, "learning_rate": 2e-3,
+                     "per_device_train_batch_size": 4, "per_device_eval_batch_size": 8,
+                     "eval_steps": 2, "save_steps": 2, "logging_steps": 1, "report_to": ["none"]},
+    }
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    return raw
+
+
+@pytest.fixture
+def train_in_process():
+    """Run a run file through the real engine in this process; returns (folder, result, events)."""
+    from tui_lora.config import config_from_dict
+    from tui_lora.engine.session import execute
+    from tui_lora.runs import open_run_folder, resolve_paths
+
+    def run(raw: dict, resume: str | None = None):
+        config = resolve_paths(config_from_dict(raw))
+        folder, checkpoint = open_run_folder(config, resume)
+        seen: list[dict] = []
+        try:
+            result = execute(config, folder, checkpoint, listeners=[seen.append])
+        finally:
+            folder.release()
+        return folder, result, seen
+
+    return run
+
+
+def run_cli(*args: str, cwd: Path = REPO, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tui_lora.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, **kwargs)
+
+
+def write_run_file(path: Path, raw: dict) -> Path:
+    import tomli_w
+
+    path.write_text(tomli_w.dumps(raw), encoding="utf-8")
+    return path

@@ -1,0 +1,71 @@
+"""The data path a run takes: records on disk -> prepare_datasets -> labels, on the shipped tokenizer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import tiny_run_file
+
+from tui_lora.config import config_from_dict
+from tui_lora.engine.model import load_tokenizer
+from tui_lora.errors import UserError
+from tui_lora.data.prepare import prepare_datasets
+
+BELLE = {"instruction": "Human:What is 2 + 3?\nAssistant:2 + 3 = 5.\nHuman:And times 4?\nAssistant:5 × 4 = 20.\n"
+                        "Human:用中文说一遍。\nAssistant:",
+         "input": "", "output": "五乘以四等于二十。"}
+
+
+def prepared(tmp_path, records, **data):
+    path = tmp_path / "chats.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    config = config_from_dict(tiny_run_file(tmp_path / "run", data={"path": str(path), "validation_split": 0.0,
+                                                                    "max_samples": 0, **data},
+                                            training={"eval_strategy": "no"}))
+    tokenizer = load_tokenizer(config)
+    return (*prepare_datasets(config, tokenizer), tokenizer)
+
+
+def test_multi_turn_belle_labels_token_by_token(tmp_path):
+    train, _, report, tokenizer = prepared(tmp_path, [BELLE])
+    assert report.format == "belle" and report.train_examples == 1
+    ids, labels = train[0]["input_ids"], train[0]["labels"]
+    messages = [{"role": "user", "content": "What is 2 + 3?"}, {"role": "assistant", "content": "2 + 3 = 5."},
+                {"role": "user", "content": "And times 4?"}, {"role": "assistant", "content": "5 × 4 = 20."},
+                {"role": "user", "content": "用中文说一遍。"}, {"role": "assistant", "content": "五乘以四等于二十。"}]
+    rendered = tokenizer.apply_chat_template(messages, tokenize=False)
+    assert tokenizer.decode(ids) == rendered  # one rendering, default system prompt included once
+    assert rendered.count("You are a helpful assistant.") == 1
+
+    # walk the tokens: consecutive trained tokens form exactly the replies, each with its <|im_end|>
+    spans, current = [], []
+    for token, label in zip(ids, labels):
+        assert label in (token, -100)
+        if label == -100:
+            if current:
+                spans.append(tokenizer.decode(current))
+            current = []
+        else:
+            current.append(token)
+    if current:
+        spans.append(tokenizer.decode(current))
+    assert spans == ["2 + 3 = 5.<|im_end|>", "5 × 4 = 20.<|im_end|>", "五乘以四等于二十。<|im_end|>"]
+
+
+def test_bad_rows_are_counted_and_named(tmp_path):
+    broken = {"instruction": "Human:hello\nAssistant:"}  # no output
+    train, _, report, _ = prepared(tmp_path, [BELLE] * 19 + [broken], format="belle")
+    assert (report.records, report.skipped, report.train_examples) == (20, 1, 19)
+    assert report.bad_records[0][0] == 20  # record numbers count from 1, in file order
+
+
+def test_too_many_bad_rows_stop_before_training(tmp_path):
+    broken = {"instruction": "Human:hello\nAssistant:"}
+    with pytest.raises(UserError, match=r"data: 5 of 10 records \(50%\) could not be used.*record 6"):
+        prepared(tmp_path, [BELLE] * 5 + [broken] * 5, format="belle")
+
+
+def test_unknown_format_is_one_clear_line(tmp_path):
+    with pytest.raises(UserError, match="data.format: could not detect the format"):
+        prepared(tmp_path, [{"question": "q", "answer": "a"}])
