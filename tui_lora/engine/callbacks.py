@@ -13,15 +13,16 @@ from tui_lora.events import EventLog
 class EventsCallback(TrainerCallback):
     """Turns the Trainer's progress and logs into events.jsonl lines."""
 
-    def __init__(self, events: EventLog, num_epochs: float):
+    def __init__(self, events: EventLog):
         self.events = events
-        self.num_epochs = num_epochs
+        self.num_epochs = 0
         self.started = time.monotonic()
         self.last_tokens = (0, self.started)  # (tokens seen, when) at the previous train log
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.started = time.monotonic()
         self.last_tokens = (state.num_input_tokens_seen, self.started)
+        self.num_epochs = state.num_train_epochs  # what the Trainer will really do, max_steps included
         self.events.status("training", f"training for {state.max_steps} steps", max_steps=state.max_steps,
                            resumed_from=state.global_step)
 

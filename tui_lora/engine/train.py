@@ -118,7 +118,7 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, resume_
                 "4bit" if config.quantization.load_in_4bit else "none")
 
     stopper = GracefulStop(events)
-    callbacks = [EventsCallback(events, config.training.num_train_epochs), stopper]
+    callbacks = [EventsCallback(events), stopper]
     if config.early_stopping.enabled:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping.patience,
                                                early_stopping_threshold=config.early_stopping.threshold))
