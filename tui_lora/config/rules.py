@@ -16,6 +16,7 @@ from tui_lora.assets import BUILTINS, builtin_path, is_builtin
 from tui_lora.config.load import ConfigIssue
 from tui_lora.config.schema import RunConfig
 
+DEVICE_MAP = re.compile(r"^(auto|balanced|balanced_low_0|sequential|cpu|mps|(cuda|xpu|npu)(:\d+)?)$")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 DATA_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv")
 
@@ -90,6 +91,9 @@ def _lora(cfg: RunConfig) -> Iterator[ConfigIssue]:
 
 
 def _model(cfg: RunConfig) -> Iterator[ConfigIssue]:
+    if not DEVICE_MAP.match(cfg.model.device_map):
+        yield ConfigIssue("model.device_map", f"{cfg.model.device_map!r} is not a placement; use auto, cpu, cuda, "
+                                              "cuda:N, balanced, balanced_low_0 or sequential")
     ref = cfg.model.name_or_path
     if not ref:
         yield ConfigIssue("model.name_or_path", "is required: a hub id, a local folder or builtin:tiny-chat")

@@ -20,6 +20,20 @@ from tui_lora.errors import UserError
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def check_hardware(config: RunConfig) -> None:
+    """Settings this machine cannot run, found before anything loads (not as a stack trace at step 0)."""
+    cuda = torch.cuda.is_available()
+    t, m = config.training, config.model
+    if m.device_map.startswith("cuda") and not cuda:
+        raise UserError(f"model.device_map: {m.device_map!r} but no CUDA GPU is visible to torch "
+                        f"(torch {torch.__version__}); use \"cpu\" or \"auto\", or install a CUDA build of torch")
+    if t.bf16 and not (cuda and torch.cuda.is_bf16_supported()):
+        raise UserError("training.bf16: this machine has no GPU with bfloat16 support; set bf16 = false "
+                        "(or fp16 = true on an older GPU)")
+    if t.fp16 and not cuda:
+        raise UserError("training.fp16: float16 mixed precision needs a CUDA GPU; none is visible, set fp16 = false")
+
+
 def model_source(ref: str) -> str:
     """What from_pretrained gets: builtin assets become their folder; hub ids pass through."""
     if is_builtin(ref):

@@ -95,6 +95,7 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, resume_
 
     os.environ["TENSORBOARD_LOGGING_DIR"] = config.training.logging_dir or str(folder.tensorboard)
 
+    models.check_hardware(config)
     events.status("loading", f"reading the configuration of {config.model.name_or_path}")
     model_config = models.load_model_config(config)
     models.check_target_modules(config, models.linear_module_names(model_config, config.model.trust_remote_code))
