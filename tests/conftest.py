@@ -20,7 +20,7 @@ def tiny_run_file(output_dir: Path, **sections) -> dict:
     """A short, fast run on the tiny model: a slice of the sample data, a few steps."""
     raw = {
         "model": {"name_or_path": "builtin:tiny-chat", "dtype": "float32", "device_map": "cpu"},
-        "tokenizer": {"max_length": 128},
+        "tokenizer": {"max_length": 256},
         "lora": {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0},
         "data": {"path": "builtin:belle-sample", "max_samples": 48, "validation_split": 0.25},
         "training": {"output_dir": str(output_dir), "max_steps": 4, "learning_rate": 2e-3,

@@ -8,7 +8,7 @@ Exit status: 0 done, 1 the run failed, 2 bad input, 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import shutil
+import os
 import sys
 from pathlib import Path
 
@@ -96,6 +96,17 @@ def cmd_presets(args) -> int:
     return 0
 
 
+def cmd_data(args) -> int:
+    config = load(args)
+    from tui_lora.hub import apply_hub_environment
+
+    apply_hub_environment(config.hub)
+    from tui_lora.data.preview import show_data
+
+    show_data(config, count=args.count, as_jsonl=args.jsonl)
+    return 0
+
+
 def cmd_run(args) -> int:
     from tui_lora.runs import open_run_folder, resolve_paths
 
@@ -142,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--plain", action="store_true", help="plain lines instead of progress bars")
     run.set_defaults(func=cmd_run)
     with_preset("validate", "check a run file without training").set_defaults(func=cmd_validate)
+    data = with_preset("data", "show examples as the model sees them (trained tokens highlighted) and a summary")
+    data.add_argument("--count", type=int, metavar="N", help="examples to show (default 3; --jsonl: all)")
+    data.add_argument("--jsonl", action="store_true", help="one JSON object per example: input_ids, labels, text")
+    data.set_defaults(func=cmd_data)
     with_preset("show", "print a run file with every default filled in").set_defaults(func=cmd_show)
 
     presets = verbs.add_parser("presets", help="list the bundled presets, or copy one out for editing",
@@ -171,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader (head, less) went away; point stdout at nothing so the exit flush stays quiet
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -387,7 +387,7 @@ def test_truncation_drops_whole_trailing_exchanges():
     max_length = second_reply_end + 3
     assert runs[2][1] > max_length
     example = ConversationEncoder(tokenizer, max_length).encode(conversation(True))
-    assert example["truncated"] is False
+    assert example["truncated"] is True
     assert example["input_ids"] == full["input_ids"][:second_reply_end]
     assert example["labels"] == full["labels"][:second_reply_end]
     assert decoded_runs(tokenizer, example) == expected_runs("chatml", [r for _, r in EXCHANGES[:2]])
@@ -399,21 +399,16 @@ def test_truncation_with_train_on_last_trains_last_kept_reply():
     assert decoded_runs(tokenizer, example) == [EXCHANGES[1][1] + "<|im_end|>"]
 
 
-def test_first_reply_too_long_is_cut_and_marked():
+def test_first_reply_too_long_is_skipped():
+    # An example cut inside its only reply would teach a reply with no end: skip it, say why.
     tokenizer, full, runs = _full_and_runs()
-    first_start = runs[0][0]
-    max_length = first_start + 2
-    example = ConversationEncoder(tokenizer, max_length).encode(conversation(True))
+    first_start, first_end = runs[0]
+    for max_length in (first_start, first_start + 2, first_end - 1):
+        with pytest.raises(BadRecord, match=f"the first reply ends at token {first_end}, past max_length"):
+            ConversationEncoder(tokenizer, max_length).encode(conversation(True))
+    example = ConversationEncoder(tokenizer, first_end).encode(conversation(True))
     assert example["truncated"] is True
-    assert example["input_ids"] == full["input_ids"][:max_length]
-    assert example["labels"] == full["labels"][:max_length]
-    assert labelled_runs(example) == [(first_start, max_length)]
-
-
-def test_cut_before_any_reply_is_bad_record():
-    tokenizer, _, runs = _full_and_runs()
-    with pytest.raises(BadRecord, match="no token is trained"):
-        ConversationEncoder(tokenizer, runs[0][0]).encode(conversation(True))
+    assert example["input_ids"] == full["input_ids"][:first_end]
 
 
 def test_too_long_without_truncation_is_bad_record():

@@ -448,10 +448,13 @@ def prepare(tmp_path, tok, **sections):
 
 
 def test_max_length_caps_every_example(tmp_path, tokenizer):
-    train, evaluation, report = prepare(tmp_path, tokenizer, tokenizer={"max_length": 64})
+    train, evaluation, report = prepare(tmp_path, tokenizer, tokenizer={"max_length": 64},
+                                        data={"max_bad_share": 1.0})
     lengths = [len(ids) for ids in list(train["input_ids"]) + list(evaluation["input_ids"])]
     assert max(lengths) <= 64
-    assert report.skipped == 0
+    assert report.truncated > 0  # shortened by whole exchanges
+    # conversations whose first reply cannot fit are skipped with their reason, never cut inside a reply
+    assert report.skipped > 0 and all("past max_length 64" in reason for _, reason in report.bad_records)
     longer, _, _ = prepare(tmp_path, tokenizer, tokenizer={"max_length": 512})
     assert max(len(ids) for ids in longer["input_ids"]) > 64  # so 64 really cut something
 
@@ -464,7 +467,8 @@ def test_truncation_false_skips_long_conversations_instead_of_cutting(tmp_path, 
     assert report.train_examples == report.records - report.skipped
     assert max(len(ids) for ids in train["input_ids"]) <= 128
     _, _, cut = prepare(tmp_path, tokenizer, tokenizer={"max_length": 128, "truncation": True}, **common)
-    assert cut.skipped == 0 and cut.train_examples == cut.records
+    assert cut.truncated > 0 and cut.skipped < report.skipped  # most long ones are shortened instead
+    assert cut.train_examples == cut.records - cut.skipped
 
 
 def test_split_slice_reaches_load_dataset(tmp_path, tokenizer):

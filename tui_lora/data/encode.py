@@ -59,10 +59,11 @@ Truncation (when the rendering has more than ``max_length`` tokens):
 * otherwise the example is cut right after the end-of-turn marker of the last
   reply that fits, i.e. trailing exchanges are dropped whole and no reply is
   left without its end.  ``train_on="last"`` then means the last kept reply.
-* if not even the first reply fits, the first ``max_length`` tokens are kept
-  (labels still exact for what remains) and the example gets
-  ``"truncated": True``; every other example has ``"truncated": False``.
-  The caller should count and then drop that column before collating.
+* if not even the first reply fits, the conversation is a :class:`BadRecord`:
+  an example that ends inside its only reply would teach a reply without an
+  end (the model never learns to stop), so it is skipped and counted instead.
+* ``"truncated"`` is True when exchanges were dropped; the caller counts it and
+  drops that column before collating.
 
 An example with no trained token is a :class:`BadRecord` (never train on
 nothing).  Nothing here imports torch; the tokenizer is passed in.
@@ -167,35 +168,50 @@ class ConversationEncoder:
         """Many conversations -> dict of lists (for ``datasets.map(batched=True)``).
 
         With ``skip_bad`` a conversation raising BadRecord is left out of the
-        output (so the output may be shorter than the input: map with
-        ``remove_columns`` set to all input columns, and compare lengths to
-        count what was skipped); otherwise the first BadRecord propagates.
+        output (so the output may be shorter than the input); otherwise the
+        first BadRecord propagates.
         """
-        rendered = []
-        for messages in conversations:
-            try:
-                _check_conversation(messages)
-                rendered.append((messages, self.render(messages)))
-            except BadRecord:
-                if not skip_bad:
-                    raise
+        examples, errors = self.encode_rows(conversations)
         columns = {"input_ids": [], "attention_mask": [], "labels": [], "truncated": []}
-        if not rendered:
-            return columns
-        # One batched tokenizer call: the Rust side parallelises it.
-        tokens = self._tokenize([text for _, text in rendered])
-        for row, (messages, text) in enumerate(rendered):
-            try:
-                example = self._build_example(
-                    messages, text, tokens["input_ids"][row], tokens["offset_mapping"][row]
-                )
-            except BadRecord:
+        for example, error in zip(examples, errors):
+            if example is None:
                 if not skip_bad:
-                    raise
+                    raise BadRecord(error)
                 continue
             for key in columns:
                 columns[key].append(example[key])
         return columns
+
+    def encode_rows(self, conversations: list[list[dict] | None]) -> tuple[list[dict | None], list[str]]:
+        """Row by row: (example or None, reason or "") for each conversation, with one tokenizer call.
+
+        A None conversation (a record that failed before it became one) stays None, so the
+        caller keeps every row's position and can name bad records by number.
+        """
+        examples: list[dict | None] = [None] * len(conversations)
+        errors = [""] * len(conversations)
+        rendered: list[tuple[int, list[dict], str]] = []
+        for row, messages in enumerate(conversations):
+            if messages is None:
+                errors[row] = "not a conversation"
+                continue
+            try:
+                _check_conversation(messages)
+                rendered.append((row, messages, self.render(messages)))
+            except BadRecord as exc:
+                errors[row] = str(exc)
+        if not rendered:
+            return examples, errors
+        # One batched tokenizer call: the Rust side parallelises it.
+        tokens = self._tokenize([text for _, _, text in rendered])
+        for index, (row, messages, text) in enumerate(rendered):
+            try:
+                examples[row] = self._build_example(
+                    messages, text, tokens["input_ids"][index], tokens["offset_mapping"][index]
+                )
+            except BadRecord as exc:
+                errors[row] = str(exc)
+        return examples, errors
 
     # --------------------------------------------------------------- helpers
 
@@ -250,9 +266,10 @@ class ConversationEncoder:
             raise BadRecord(f"{length} tokens > max_length {self.max_length}")
         reply_ends = _reply_token_ends(owners, reply_count)
         fitting = [end for end in reply_ends if end <= self.max_length]
-        if fitting:
-            return max(fitting), False
-        return self.max_length, True
+        if not fitting:
+            first = min(reply_ends) if reply_ends else length
+            raise BadRecord(f"the first reply ends at token {first}, past max_length {self.max_length}")
+        return max(fitting), True
 
     def _reply_spans(self, text: str, messages: list[dict]) -> list[tuple[int, int]]:
         """Character span (content + end of turn) of every assistant reply, in order."""

@@ -8,6 +8,8 @@ before training starts, then dropped.
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,30 +34,37 @@ class DataReport:
     train_tokens: int = 0
     trained_tokens: int = 0
     bad_records: list[tuple[int, str]] = field(default_factory=list)  # (record number, reason), first few
+    skip_reasons: dict[str, int] = field(default_factory=dict)  # reason with numbers blanked -> count
     used_default_template: bool = False
 
 
 class _RecordEncoder:
     """The map function: picklable, so datasets can fingerprint it and send it to worker processes."""
 
-    def __init__(self, encoder: ConversationEncoder, fmt: str):
+    def __init__(self, encoder: ConversationEncoder, fmt: str, label_pad_token_id: int):
         self.encoder = encoder
         self.fmt = fmt
+        self.label_pad_token_id = label_pad_token_id
 
     def __call__(self, batch: dict[str, list], indices: list[int]) -> dict[str, list]:
-        out: dict[str, list] = {name: [] for name in (*MODEL_COLUMNS, "error", "record", "truncated")}
         rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
-        for index, row in zip(indices, rows):
+        conversations, format_errors = [], []
+        for row in rows:
             try:
-                example = self.encoder.encode(to_messages(row, self.fmt))
-                error = ""
+                conversations.append(to_messages(row, self.fmt))
+                format_errors.append("")
             except BadRecord as exc:
-                example, error = {name: [] for name in MODEL_COLUMNS}, str(exc) or "unusable record"
-            for name in MODEL_COLUMNS:
-                out[name].append(example[name])
-            out["error"].append(error)
-            out["record"].append(index + 1)
-            out["truncated"].append(bool(example.get("truncated", False)))
+                conversations.append(None)
+                format_errors.append(str(exc) or "unusable record")
+        examples, errors = self.encoder.encode_rows(conversations)
+        empty = {name: [] for name in MODEL_COLUMNS}
+        out: dict[str, list] = {name: [(example or empty)[name] for example in examples] for name in MODEL_COLUMNS}
+        out["error"] = [first or second for first, second in zip(format_errors, errors)]
+        out["record"] = [index + 1 for index in indices]
+        out["truncated"] = [bool(example and example["truncated"]) for example in examples]
+        # counted here, in the workers, so the report never pulls whole token columns into Python
+        out["n_tokens"] = [len(ids) for ids in out["input_ids"]]
+        out["n_trained"] = [sum(1 for label in labels if label != self.label_pad_token_id) for labels in out["labels"]]
         return out
 
 
@@ -71,8 +80,11 @@ def choose_format(records, requested: str) -> str:
         raise UserError(f"data.format: could not detect the format: {exc}") from None
 
 
-def prepare_datasets(config: RunConfig, tokenizer) -> tuple[Any, Any | None, DataReport]:
-    """(train set, eval set or None, report). Raises UserError when too much of the data is unusable."""
+def encode_records(config: RunConfig, tokenizer) -> tuple[Any, DataReport]:
+    """Every usable record as an example, in file order, with its token counts; bad ones counted.
+
+    Raises UserError when more than data.max_bad_share of the records cannot be used.
+    """
     settings = config.data
     records = load_records(settings)
     fmt = choose_format(records, settings.format)
@@ -83,31 +95,43 @@ def prepare_datasets(config: RunConfig, tokenizer) -> tuple[Any, Any | None, Dat
                                   truncation=config.tokenizer.truncation, train_on=settings.train_on,
                                   label_pad_token_id=config.collator.label_pad_token_id)
     report = DataReport(format=fmt, used_default_template=encoder.used_default_template)
-    encode = _RecordEncoder(encoder, fmt)
+    encode = _RecordEncoder(encoder, fmt, config.collator.label_pad_token_id)
     map_args: dict[str, Any] = dict(batched=True, batch_size=settings.map_batch_size, with_indices=True,
                                     remove_columns=list(records.column_names or []))
-    if settings.streaming:
-        examples = records.map(encode, **map_args).filter(lambda row: not row["error"])
-        return examples.select_columns(MODEL_COLUMNS), None, report
+    if settings.streaming:  # no length: nothing can be counted up front
+        return records.map(encode, **map_args).filter(lambda row: not row["error"]), report
     examples = records.map(encode, num_proc=settings.num_proc if settings.num_proc > 1 else None,
                            desc="tokenising", **map_args)
     _count(examples, report, settings.max_bad_share)
-    examples = examples.filter(lambda error: not error, input_columns="error").select_columns(MODEL_COLUMNS)
-    if settings.validation_split > 0:
+    return examples.filter(lambda error: not error, input_columns="error"), report
+
+
+def split_examples(examples, config: RunConfig, report: DataReport) -> tuple[Any, Any | None]:
+    """Hold out data.validation_split of the examples (seeded); fills the report's train counts."""
+    if config.data.validation_split > 0:
         if len(examples) < 2:
             raise UserError(f"data: only {len(examples)} usable conversation(s); too few to hold out a "
                             "validation share (set data.validation_split = 0)")
-        parts = examples.train_test_split(test_size=settings.validation_split, seed=config.training.seed)
+        parts = examples.train_test_split(test_size=config.data.validation_split, seed=config.training.seed)
         train, evaluation = parts["train"], parts["test"]
     else:
         train, evaluation = examples, None
     report.train_examples = len(train)
     report.eval_examples = len(evaluation) if evaluation is not None else 0
-    lengths = train["input_ids"]
-    report.train_tokens = sum(len(ids) for ids in lengths)
-    report.trained_tokens = sum(sum(1 for tok in labels if tok != config.collator.label_pad_token_id)
-                                for labels in train["labels"])
-    return train, evaluation, report
+    report.train_tokens = sum(train["n_tokens"])
+    report.trained_tokens = sum(train["n_trained"])
+    return train, evaluation
+
+
+def prepare_datasets(config: RunConfig, tokenizer) -> tuple[Any, Any | None, DataReport]:
+    """(train set, eval set or None, report), ready for the collator."""
+    examples, report = encode_records(config, tokenizer)
+    if config.data.streaming:
+        return examples.select_columns(MODEL_COLUMNS), None, report
+    train, evaluation = split_examples(examples, config, report)
+    if evaluation is not None:
+        evaluation = evaluation.select_columns(MODEL_COLUMNS)
+    return train.select_columns(MODEL_COLUMNS), evaluation, report
 
 
 def _count(examples, report: DataReport, max_bad_share: float) -> None:
@@ -117,6 +141,7 @@ def _count(examples, report: DataReport, max_bad_share: float) -> None:
     bad = [(number, error) for number, error in zip(examples["record"], errors) if error]
     report.skipped = len(bad)
     report.bad_records = bad[:SHOWN_BAD_RECORDS]
+    report.skip_reasons = dict(Counter(re.sub(r"\d+", "N", reason) for _, reason in bad))
     if report.records == 0:
         raise UserError("data.path: the data set is empty")
     if report.skipped == report.records:

@@ -1,0 +1,101 @@
+"""`tui-lora data`: the examples as the model sees them, trained tokens marked, and a summary.
+
+The same segments (text, trained) feed the terminal view here and the wizard's data screen,
+so a user sees exactly the labels the Trainer gets.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from tui_lora.config.schema import RunConfig
+from tui_lora.data.encode import label_mask_segments
+from tui_lora.data.prepare import MODEL_COLUMNS, DataReport, encode_records, split_examples
+
+TRAINED_STYLE = "bold black on green"
+CONTEXT_STYLE = "dim"
+
+
+def example_text(segments: Iterable[tuple[str, bool]]) -> Text:
+    """Rendered conversation: trained tokens highlighted, the rest dimmed."""
+    text = Text()
+    for piece, trained in segments:
+        text.append(piece, style=TRAINED_STYLE if trained else CONTEXT_STYLE)
+    return text
+
+
+def length_histogram(lengths: list[int], max_length: int, bins: int = 8) -> list[tuple[int, int, int]]:
+    """(low, high, count) buckets of equal width from 0 to max_length."""
+    width = max(1, -(-max_length // bins))
+    counts = [0] * bins
+    for length in lengths:
+        counts[min(bins - 1, (length - 1) // width if length else 0)] += 1
+    return [(i * width + 1, min(max_length, (i + 1) * width), count) for i, count in enumerate(counts)]
+
+
+def summary_table(report: DataReport, lengths: list[int], max_length: int) -> Table:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("format", report.format)
+    table.add_row("records", f"{report.records:,}")
+    table.add_row("examples", f"{report.train_examples:,} train, {report.eval_examples:,} eval")
+    table.add_row("skipped", f"{report.skipped:,}")
+    for reason, count in sorted(report.skip_reasons.items(), key=lambda item: -item[1]):
+        table.add_row("", f"{count:,} × {reason}")
+    table.add_row("shortened", f"{report.truncated:,} (trailing exchanges dropped to fit max_length {max_length})")
+    share = report.trained_tokens / report.train_tokens if report.train_tokens else 0.0
+    table.add_row("trained tokens", f"{report.trained_tokens:,} of {report.train_tokens:,} ({share:.1%}, all examples)")
+    if report.used_default_template:
+        table.add_row("template", "the tokenizer has none: tui-lora's default ChatML is used")
+    peak = max((count for _, _, count in length_histogram(lengths, max_length)), default=0) or 1
+    for low, high, count in length_histogram(lengths, max_length):
+        table.add_row("length" if low == 1 else "", f"{low:>6}-{high:<6} {'█' * round(30 * count / peak):30} {count:,}")
+    return table
+
+
+def show_examples(console: Console, tokenizer, examples, report: DataReport, lengths: list[int],
+                  max_length: int, label_pad_token_id: int) -> None:
+    for number, example in enumerate(examples, 1):
+        segments = label_mask_segments(tokenizer, example["input_ids"], example["labels"], label_pad_token_id)
+        trained = sum(1 for label in example["labels"] if label != label_pad_token_id)
+        title = f"example {number}: {len(example['input_ids'])} tokens, {trained} trained (highlighted)"
+        console.print(Panel(example_text(segments), title=title, title_align="left"))
+    console.print(Panel(Group(summary_table(report, lengths, max_length)), title="whole data set",
+                        title_align="left"))
+
+
+def example_json(tokenizer, example, label_pad_token_id: int) -> str:
+    segments = label_mask_segments(tokenizer, example["input_ids"], example["labels"], label_pad_token_id)
+    return json.dumps({"input_ids": example["input_ids"], "labels": example["labels"],
+                       "text": "".join(piece for piece, _ in segments),
+                       "trained_text": [piece for piece, trained in segments if trained]}, ensure_ascii=False)
+
+
+def show_data(config: RunConfig, count: int | None = None, as_jsonl: bool = False, console: Console | None = None):
+    """The `tui-lora data` view: the first examples in file order, then the whole data set's summary."""
+    from tui_lora.engine.model import load_tokenizer
+
+    tokenizer = load_tokenizer(config)
+    pad = config.collator.label_pad_token_id
+    examples, report = encode_records(config, tokenizer)
+    if config.data.streaming:  # no length: show what the first examples look like, count nothing
+        shown = list(examples.take(count or 3))
+        lengths = [len(example["input_ids"]) for example in shown]
+    else:
+        split_examples(examples, config, report)  # train/eval counts as the run will see them
+        report.train_tokens, report.trained_tokens = sum(examples["n_tokens"]), sum(examples["n_trained"])
+        wanted = len(examples) if as_jsonl and count is None else min(count or 3, len(examples))
+        shown = examples.select(range(wanted)).select_columns(MODEL_COLUMNS)
+        lengths = examples["n_tokens"]
+    if as_jsonl:
+        for example in shown:
+            print(example_json(tokenizer, example, pad))
+        return
+    show_examples(console or Console(), tokenizer, shown, report, lengths, config.tokenizer.max_length, pad)
