@@ -18,6 +18,7 @@ BELLE = {"instruction": "Human:What is 2 + 3?\nAssistant:2 + 3 = 5.\nHuman:And t
 
 
 def prepared(tmp_path, records, **data):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "chats.jsonl"
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
     config = config_from_dict(tiny_run_file(tmp_path / "run", data={"path": str(path), "validation_split": 0.0,
@@ -69,3 +70,74 @@ def test_too_many_bad_rows_stop_before_training(tmp_path):
 def test_unknown_format_is_one_clear_line(tmp_path):
     with pytest.raises(UserError, match="data.format: could not detect the format"):
         prepared(tmp_path, [{"question": "q", "answer": "a"}])
+
+
+ALPACA = [{"instruction": f"Add {n} and {n}.", "input": "", "output": f"{n} + {n} = {2 * n}."} for n in range(1, 9)]
+
+
+def _write(path, rows):
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    if path.suffix == ".json":
+        path.write_text(json.dumps(rows), encoding="utf-8")  # one JSON array
+    elif path.suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True, force_ascii=False)
+    elif path.suffix == ".parquet":
+        frame.to_parquet(path)
+    else:
+        frame.to_csv(path, index=False)
+
+
+def test_every_file_type_and_a_folder_give_the_same_examples(tmp_path):
+    def examples(path):
+        config = config_from_dict(tiny_run_file(tmp_path / "run", data={"path": str(path), "validation_split": 0.0,
+                                                                        "max_samples": 0},
+                                                training={"eval_strategy": "no"}))
+        train, _, report, = prepare_datasets(config, load_tokenizer(config))
+        assert report.format == "alpaca"  # detected, not told
+        return train["input_ids"], train["labels"]
+
+    expected = None
+    for suffix in (".json", ".jsonl", ".parquet", ".csv"):
+        path = tmp_path / f"chats{suffix}"
+        _write(path, ALPACA)
+        got = examples(path)
+        assert expected is None or got == expected, suffix
+        expected = got
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    _write(folder / "a.jsonl", ALPACA[:4])
+    _write(folder / "b.jsonl", ALPACA[4:])
+    assert examples(folder) == expected
+
+
+def test_messages_and_sharegpt_records_train_the_same_replies(tmp_path):
+    turns = [("Hi!", "Hello."), ("What is 2 + 2?", "4.")]
+    messages = {"messages": [m for q, a in turns for m in ({"role": "user", "content": q},
+                                                             {"role": "assistant", "content": a})]}
+    sharegpt = {"conversations": [m for q, a in turns for m in ({"from": "human", "value": q},
+                                                                  {"from": "gpt", "value": a})]}
+    first, _, report_a, _ = prepared(tmp_path / "a", [messages] * 3)
+    second, _, report_b, _ = prepared(tmp_path / "b", [sharegpt] * 3)
+    assert (report_a.format, report_b.format) == ("messages", "sharegpt")
+    assert first["labels"] == second["labels"] and first["input_ids"] == second["input_ids"]
+
+
+def test_mixed_folder_and_empty_file_are_clear_errors(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    _write(folder / "a.jsonl", ALPACA)
+    _write(folder / "b.csv", ALPACA)
+    with pytest.raises(UserError, match="mixes file types"):
+        prepared_path(tmp_path, folder)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(UserError, match="data"):
+        prepared_path(tmp_path, empty)
+
+
+def prepared_path(tmp_path, path):
+    config = config_from_dict(tiny_run_file(tmp_path / "run", data={"path": str(path), "validation_split": 0.0},
+                                            training={"eval_strategy": "no"}))
+    return prepare_datasets(config, load_tokenizer(config))

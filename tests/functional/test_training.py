@@ -164,3 +164,12 @@ def test_event_log_lines_are_json(tmp_path, train_in_process):
     for line in folder.events.read_text().splitlines():
         event = json.loads(line)
         assert {"t", "type"} <= set(event)
+
+
+def test_streaming_data_trains_for_max_steps(tmp_path, train_in_process):
+    raw = tiny_run_file(tmp_path / "run", data={"streaming": True, "validation_split": 0.0, "max_samples": 0},
+                        training={"max_steps": 3, "eval_strategy": "no", "save_strategy": "no"})
+    folder, result, events = train_in_process(raw)
+    assert result["step"] == 3
+    assert [e["step"] for e in of_type(events, "train")] == [1, 2, 3]
+    assert (folder.adapter / "adapter_model.safetensors").exists()

@@ -33,6 +33,12 @@ def local_data_files(path: Path) -> tuple[str, list[str]]:
     return builders.pop(), [str(p) for p in files]
 
 
+def _check_not_empty(files: list[str], ref: str) -> None:
+    # datasets' readers fail on empty files with errors that name neither the file nor the problem
+    if all(Path(name).stat().st_size == 0 for name in files):
+        raise UserError(f"data.path: {ref!r} is empty")
+
+
 def load_records(settings: DataSettings):
     """Raw records as a datasets (Iterable)Dataset, with the split slice applied."""
     import datasets
@@ -42,6 +48,7 @@ def load_records(settings: DataSettings):
         if is_builtin(ref) or looks_local(ref):
             path = builtin_path(ref) if is_builtin(ref) else Path(ref).expanduser()
             builder, files = local_data_files(path)
+            _check_not_empty(files, ref)
             return datasets.load_dataset(builder, data_files={"train": files}, split=settings.split,
                                          streaming=settings.streaming)
         return datasets.load_dataset(ref, split=settings.split, streaming=settings.streaming)
