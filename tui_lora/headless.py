@@ -30,10 +30,11 @@ def describe_eval(event: Event) -> str:
 
 
 def describe_data(event: Event) -> str:
-    return (f"data: {event.get('records')} records as {event.get('format')!r}, {event.get('skipped')} skipped, "
-            f"{event.get('truncated')} cut to max_length; {event.get('train_examples')} train / "
-            f"{event.get('eval_examples')} eval examples, {event.get('trained_tokens'):,} of "
-            f"{event.get('train_tokens'):,} tokens trained")
+    reasons = "; ".join(f"{count} × {reason}" for reason, count in (event.get("skip_reasons") or {}).items())
+    return (f"data: {event.get('records')} records as {event.get('format')!r}, {event.get('skipped')} skipped"
+            f"{f' ({reasons})' if reasons else ''}, {event.get('truncated')} shortened to max_length; "
+            f"{event.get('train_examples')} train / {event.get('eval_examples')} eval examples, "
+            f"{event.get('trained_tokens'):,} of {event.get('train_tokens'):,} tokens trained")
 
 
 def describe_model(event: Event) -> str:
