@@ -1313,7 +1313,7 @@ def build_model(vocab_size: int, pad_id: int, eos_id: int):
     config = Qwen2Config(
         vocab_size=vocab_size,
         hidden_size=128,
-        intermediate_size=344,
+        intermediate_size=384,  # a multiple of 64: bitsandbytes 4-bit kernels (CPU and GPU) need aligned rows
         num_hidden_layers=4,
         num_attention_heads=4,
         num_key_value_heads=2,

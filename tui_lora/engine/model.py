@@ -136,6 +136,8 @@ def load_model(config: RunConfig):
     with loading("model.name_or_path", m.name_or_path):
         model = AutoModelForCausalLM.from_pretrained(model_source(m.name_or_path), **kwargs)
     model.config.use_cache = False  # the KV cache only costs memory while training
+    if quant is not None and config.quantization.load_in_4bit:
+        keep_cpu_4bit_weights_trainable(model)
     if quant is not None:
         from peft import prepare_model_for_kbit_training
 
@@ -146,6 +148,19 @@ def load_model(config: RunConfig):
         # Frozen embeddings give no grad to checkpointed blocks' inputs; LoRA needs it to flow.
         model.enable_input_require_grads()
     return model
+
+
+def keep_cpu_4bit_weights_trainable(model) -> None:
+    """Stop bitsandbytes repacking 4-bit weights for CPU inference during evaluation.
+
+    bitsandbytes 0.50 repacks a Linear4bit's weight into an inference-only layout the first
+    time it runs in eval mode on a CPU with AVX512-BF16, and never packs it back, so the next
+    training step fails inside its matmul. Training and evaluating alternate here, so the
+    repacking is turned off; it only ever affects CPU runs.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def lora_config(config: RunConfig):
