@@ -100,7 +100,7 @@ TRAINING_TABLE = [
     ({"report_to": ["tensorboard"]}, "report_to", ["tensorboard"]),
     ({"report_to": ["none"]}, "report_to", []),
     ({"load_best_model_at_end": True}, "load_best_model_at_end", True),
-    ({"metric_for_best_model": "eval_accuracy"}, "metric_for_best_model", "eval_accuracy"),
+    ({"metric_for_best_model": "loss"}, "metric_for_best_model", "loss"),
     ({"seed": 1234}, "seed", 1234),
     ({"seed": 1234}, "data_seed", 1234),
     ({"dataloader_num_workers": 2}, "dataloader_num_workers", 2),
@@ -574,9 +574,9 @@ def test_max_bad_share_stops_or_skips(tmp_path, tokenizer):
 
 @pytest.fixture(scope="module")
 def encoded_examples(tokenizer, tmp_path_factory):
-    """Real encoded examples (labels masked with -77) and their lengths."""
+    """Real encoded examples (untrained tokens labelled -100) and their lengths."""
     config = make_config(tmp_path_factory.mktemp("collate"), data={"validation_split": 0.0},
-                         training={"eval_strategy": "no"}, collator={"label_pad_token_id": -77})
+                         training={"eval_strategy": "no"})
     train, _, _ = prepare_datasets(config, tokenizer)
     return [{name: train[i][name] for name in ("input_ids", "attention_mask", "labels")} for i in range(len(train))]
 
@@ -609,14 +609,21 @@ def test_pad_to_multiple_of_rounds_the_batch_length(tmp_path, tokenizer, encoded
 
 
 def test_label_pad_token_id_fills_padded_labels(tmp_path, tokenizer, encoded_examples):
+    """-100 (the one id the loss ignores) reaches DataCollatorForSeq2Seq; any other id is refused up front."""
     features = encoded_examples[:4]
     assert len({len(f["input_ids"]) for f in features}) > 1  # so something gets padded
-    batch = collate(tmp_path, tokenizer, features, collator={"label_pad_token_id": -77})
+    config = make_config(tmp_path, collator={"label_pad_token_id": -100})
+    collator = data_collator(config, tokenizer, None)
+    assert collator.label_pad_token_id == config.collator.label_pad_token_id == -100
+    batch = collator([dict(feature) for feature in features])
     padding = batch["attention_mask"] == 0
     assert padding.any()
-    assert (batch["labels"][padding] == -77).all()
-    assert not (batch["labels"] == -100).any()  # the default never appears: prompts are masked with -77 too
+    assert (batch["labels"][padding] == -100).all()
     assert (batch["input_ids"][padding] == tokenizer.pad_token_id).all()
+    assert set(batch["labels"].unique().tolist()) - set(tokenizer.get_vocab().values()) == {-100}
+    with pytest.raises(UserError, match=r"collator.label_pad_token_id: -77 is not allowed; choose -100 "
+                                        r"\(the model's loss ignores only -100"):
+        make_config(tmp_path, collator={"label_pad_token_id": -77})
 
 
 # ================================================================ hub environment

@@ -8,6 +8,7 @@ ConfigError whose lines each name the key, what is wrong and what is allowed.
 from __future__ import annotations
 
 import difflib
+import math
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -21,8 +22,11 @@ from tui_lora.errors import UserError
 class ConfigIssue:
     key: str  # "section.key", or "" for the file as a whole
     message: str
+    origin: str = ""  # the --set text the bad value came from; "" when it came from the file
 
     def __str__(self) -> str:
+        if self.origin:
+            return f"--set {self.origin}: {self.message}"
         return f"{self.key}: {self.message}" if self.key else self.message
 
 
@@ -31,7 +35,7 @@ class ConfigError(UserError):
         self.issues = issues
         self.source = source
         where = f"{source}: " if source else ""
-        super().__init__("\n".join(f"{where}{issue}" for issue in issues))
+        super().__init__("\n".join(str(issue) if issue.origin else f"{where}{issue}" for issue in issues))
 
 
 # ---------------------------------------------------------------- reading
@@ -43,7 +47,7 @@ def read_toml(path: Path) -> dict[str, Any]:
     if path.is_dir():
         raise UserError(f"{path}: is a folder; give the path of a .toml run file")
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8-sig")  # editors on Windows may start the file with a BOM
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 text (byte {exc.start}); save the run file as UTF-8") from None
     try:
@@ -52,10 +56,22 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise UserError(f"{path}: TOML syntax error: {exc}") from None
 
 
+def _schema_type(section: str, key: str) -> str | None:
+    if section not in SECTIONS:
+        return None
+    spec = section_fields(section).get(key)
+    return spec.type if spec is not None else None
+
+
 def parse_override(text: str) -> tuple[str, str, Any]:
-    """`section.key=value` -> (section, key, value). The value is read as TOML, else kept as a string."""
+    """`section.key=value` -> (section, key, value).
+
+    The value is read as TOML, else kept as a string. For a plain string key the text
+    itself is the value, so output_dir=2024 or revision=1234567 stay strings.
+    """
     target, sep, raw = text.partition("=")
     section, dot, key = target.strip().partition(".")
+    section, key = section.strip(), key.strip()
     if not sep or not dot or not section or not key:
         raise UserError(f"--set {text!r}: expected section.key=value, for example --set lora.r=16")
     raw = raw.strip()
@@ -63,7 +79,9 @@ def parse_override(text: str) -> tuple[str, str, Any]:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw  # bare words and paths: output_dir=/tmp/run needs no quotes
-    return section, key.strip(), value
+    if _schema_type(section, key) == "str" and not isinstance(value, str):
+        value = raw
+    return section, key, value
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -75,6 +93,26 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             raise UserError(f"--set {text!r}: {section} is not a section of the run file")
         target[key] = value
     return merged
+
+
+def override_origins(raw: dict[str, Any], overrides: list[str]) -> dict[str, str]:
+    """Issue key -> the --set text that supplied it (the last one wins, as in apply_overrides).
+
+    A section the file does not have is attributed too, so `--set trainig.x=1` is blamed on --set.
+    """
+    origins: dict[str, str] = {}
+    for text in overrides:
+        section, key, _ = parse_override(text)
+        origins[f"{section}.{key}"] = text.strip()
+        if section not in raw:
+            origins[section] = text.strip()
+    return origins
+
+
+def attribute_overrides(issues: list[ConfigIssue], origins: dict[str, str]) -> list[ConfigIssue]:
+    """Issues about a key set with --set say so, instead of pointing at the run file."""
+    return [ConfigIssue(issue.key, issue.message, origins[issue.key]) if issue.key in origins else issue
+            for issue in issues]
 
 
 # ---------------------------------------------------------------- typing
@@ -117,12 +155,16 @@ def _coerce(value: Any, annotation: str) -> tuple[bool, Any]:
     raise AssertionError(f"schema uses an annotation the loader does not know: {annotation}")
 
 
-def _check_value(key: str, value: Any, meta: dict[str, Any]) -> str | None:
+def _check_value(value: Any, meta: dict[str, Any]) -> str | None:
     """Range and choice rules from the field metadata; None when the value is allowed."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value!r} is not allowed; it must be a finite number"
     choices = meta["choices"]
     if choices is not None and value not in choices:
         allowed = ", ".join(repr(c) for c in choices)
-        return f"{value!r} is not allowed; choose one of {allowed}{_suggest(str(value), list(choices))}"
+        why = f" ({meta['why']})" if meta.get("why") else ""
+        return (f"{value!r} is not allowed; choose {'one of ' if len(choices) > 1 else ''}{allowed}{why}"
+                f"{_suggest(str(value), [str(c) for c in choices])}")
     item_choices = meta["item_choices"]
     if item_choices is not None:
         for item in value:
@@ -173,7 +215,7 @@ def build_config(raw: dict[str, Any]) -> tuple[RunConfig, list[ConfigIssue]]:
             if not ok:
                 issues.append(ConfigIssue(full, f"{value!r} has the wrong type; it must be {_type_name(spec.type)}"))
                 continue
-            problem = _check_value(full, value, spec.metadata)
+            problem = _check_value(value, spec.metadata)
             if problem:
                 issues.append(ConfigIssue(full, problem))
                 continue

@@ -7,8 +7,10 @@ not the minutes it takes to load a model.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +20,15 @@ from tui_lora.config.schema import RunConfig
 
 DEVICE_MAP = re.compile(r"^(auto|balanced|balanced_low_0|sequential|cpu|mps|(cuda|xpu|npu)(:\d+)?)$")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+# The one list of data file suffixes the loader reads (tui_lora.data.sources maps them to builders).
 DATA_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv")
+# What a local model folder must hold besides config.json (sharded checkpoints have an index json).
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "tokenizer_config.json")
+# report_to integration -> modules that provide it (transformers accepts tensorboardX for tensorboard);
+# the first is the package to install.
+REPORTER_MODULES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",),
+                    "trackio": ("trackio",)}
 
 
 def looks_local(ref: str) -> bool:
@@ -76,6 +86,10 @@ def _evaluation(cfg: RunConfig) -> Iterator[ConfigIssue]:
                               "load_best_model_at_end every checkpoint must follow an evaluation")
     if t.save_strategy == "best" and not evaluating:
         yield ConfigIssue("training.save_strategy", "\"best\" needs evaluation; set eval_strategy")
+    if t.lr_scheduler_type == "reduce_lr_on_plateau" and not evaluating:
+        yield ConfigIssue("training.lr_scheduler_type",
+                          "\"reduce_lr_on_plateau\" lowers the rate when the evaluation loss stops improving, so it "
+                          "needs evaluation; set eval_strategy to \"steps\" or \"epoch\", or choose another schedule")
     if cfg.early_stopping.enabled and not evaluating:
         yield ConfigIssue("early_stopping.enabled",
                           "early stopping needs evaluation; set training.eval_strategy to \"steps\" or \"epoch\"")
@@ -98,10 +112,10 @@ def _model(cfg: RunConfig) -> Iterator[ConfigIssue]:
     if not ref:
         yield ConfigIssue("model.name_or_path", "is required: a hub id, a local folder or builtin:tiny-chat")
         return
-    yield from _source("model.name_or_path", ref, want_folder=True)
     tok = cfg.tokenizer.name_or_path
+    yield from _model_source("model.name_or_path", ref, needs_tokenizer=not tok)
     if tok:
-        yield from _source("tokenizer.name_or_path", tok, want_folder=True)
+        yield from _tokenizer_source("tokenizer.name_or_path", tok)
 
 
 def _data(cfg: RunConfig) -> Iterator[ConfigIssue]:
@@ -109,37 +123,116 @@ def _data(cfg: RunConfig) -> Iterator[ConfigIssue]:
     if not ref:
         yield ConfigIssue("data.path", "is required: a data file or folder, a hub data set id, or builtin:belle-sample")
         return
-    yield from _source("data.path", ref, want_folder=False)
+    yield from _data_source("data.path", ref)
 
 
-def _source(key: str, ref: str, want_folder: bool) -> Iterator[ConfigIssue]:
+# ---------------------------------------------------------------- where models and data come from
+
+
+def _locate(key: str, ref: str) -> tuple[Path | None, ConfigIssue | None]:
+    """(local path, None) for a builtin or an existing local path; (None, None) for a hub id;
+    (None, issue) when ref is neither."""
     if is_builtin(ref):
         try:
-            builtin_path(ref)
+            return builtin_path(ref), None
         except KeyError:
-            yield ConfigIssue(key, f"{ref!r} is not a builtin; known: "
-                                   + ", ".join(f"builtin:{name}" for name in BUILTINS))
-        return
+            return None, ConfigIssue(key, f"{ref!r} is not a builtin; known: "
+                                          + ", ".join(f"builtin:{name}" for name in BUILTINS))
     if looks_local(ref):
         path = Path(ref).expanduser()
         if not path.exists():
-            yield ConfigIssue(key, f"{ref!r} does not exist")
-        elif want_folder and path.is_file():
-            yield ConfigIssue(key, f"{ref!r} is a file; give the model folder (the one holding config.json)")
-        elif want_folder and not (path / "config.json").exists() and key.startswith("model"):
-            yield ConfigIssue(key, f"{ref!r} has no config.json; is it a transformers model folder?")
-        elif want_folder and key.startswith("model"):
-            yield from _model_config(key, path / "config.json")
-        return
+            return None, ConfigIssue(key, f"{ref!r} does not exist")
+        return path, None
     if not HUB_ID.match(ref):
-        yield ConfigIssue(key, f"{ref!r} is neither an existing path nor a hub id like org/name")
+        return None, ConfigIssue(key, f"{ref!r} is neither an existing path nor a hub id like org/name")
+    return None, None  # a hub id: checked when it is downloaded
+
+
+def _has_tokenizer(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in TOKENIZER_FILES)
+
+
+def _model_source(key: str, ref: str, needs_tokenizer: bool) -> Iterator[ConfigIssue]:
+    """A local model folder must hold a transformers config, weights and (unless another tokenizer
+    is named) tokenizer files; a hub id is checked when it is downloaded."""
+    path, problem = _locate(key, ref)
+    if problem:
+        yield problem
+    if path is None:
+        return
+    if not path.is_dir():
+        yield ConfigIssue(key, f"{ref!r} is a file; give the model folder (the one holding config.json)")
+        return
+    config = path / "config.json"
+    if not config.is_file():
+        yield ConfigIssue(key, f"{ref!r} has no config.json; is it a transformers model folder?")
+        return
+    yield from _model_config(key, config)
+    if not any(next(path.glob(pattern), None) for pattern in WEIGHT_FILES):
+        yield ConfigIssue(key, f"{ref!r} holds no weight files ({', '.join(WEIGHT_FILES)}); "
+                               "copy the model's weights into it or finish the download")
+    if needs_tokenizer and not _has_tokenizer(path):
+        yield ConfigIssue(key, f"{ref!r} holds no tokenizer files ({', '.join(TOKENIZER_FILES)}); "
+                               "copy them into it or set tokenizer.name_or_path")
 
 
 def _model_config(key: str, path: Path) -> Iterator[ConfigIssue]:
     try:
-        json.loads(path.read_text(encoding="utf-8"))
+        body = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         yield ConfigIssue(key, f"{path} cannot be read as JSON ({exc})")
+        return
+    if not isinstance(body, dict) or "model_type" not in body:
+        what = "has no \"model_type\" key" if isinstance(body, dict) else "is not a JSON object"
+        yield ConfigIssue(key, f"{path} is not a transformers model config (it {what}); "
+                               "give a folder saved by transformers (save_pretrained) or a hub id")
+
+
+def _tokenizer_source(key: str, ref: str) -> Iterator[ConfigIssue]:
+    path, problem = _locate(key, ref)
+    if problem:
+        yield problem
+    if path is None:
+        return
+    if not path.is_dir():
+        yield ConfigIssue(key, f"{ref!r} is a file; give the folder holding the tokenizer files")
+    elif not _has_tokenizer(path):
+        yield ConfigIssue(key, f"{ref!r} holds no tokenizer files ({', '.join(TOKENIZER_FILES)})")
+
+
+def _data_source(key: str, ref: str) -> Iterator[ConfigIssue]:
+    """A local data file must have a suffix the loader reads; a folder is searched when the run starts."""
+    path, problem = _locate(key, ref)
+    if problem:
+        yield problem
+    if path is not None and path.is_file() and path.suffix not in DATA_SUFFIXES:
+        yield ConfigIssue(key, f"{ref!r} is not a data file; a data file's name must end in "
+                               f"{', '.join(DATA_SUFFIXES)} (or give a folder of such files)")
+
+
+# ---------------------------------------------------------------- training
+
+
+def _training(cfg: RunConfig) -> Iterator[ConfigIssue]:
+    if not cfg.training.output_dir.strip():
+        yield ConfigIssue("training.output_dir", "is required: give the run folder, for example runs/my-run")
+
+
+def _installed(module: str) -> bool:
+    """Whether a package can be imported, without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return module in sys.modules
+
+
+def _report_to(cfg: RunConfig) -> Iterator[ConfigIssue]:
+    for name in cfg.training.report_to:
+        modules = REPORTER_MODULES.get(name, ())
+        if modules and not any(_installed(module) for module in modules):
+            yield ConfigIssue("training.report_to",
+                              f"{name!r} needs the {modules[0]} package, which is not installed; "
+                              f"run pip install {modules[0]}, or remove {name!r} from the list")
 
 
 def _hub(cfg: RunConfig) -> Iterator[ConfigIssue]:
@@ -148,7 +241,7 @@ def _hub(cfg: RunConfig) -> Iterator[ConfigIssue]:
         yield ConfigIssue("hub.endpoint", f"{endpoint!r} is not an http(s) URL; for example https://hf-mirror.com")
 
 
-RULES = (_hub, _quantization, _precision, _length, _evaluation, _lora, _model, _data)
+RULES = (_hub, _quantization, _precision, _length, _evaluation, _training, _report_to, _lora, _model, _data)
 
 
 def check_rules(cfg: RunConfig) -> list[ConfigIssue]:

@@ -14,6 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from tui_lora.data.encode import TRAIN_ON  # standard library only, like formats.py
+from tui_lora.data.formats import FORMATS
+
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 # Schedules that need no extra arguments (cosine_with_min_lr and warmup_stable_decay need
@@ -30,13 +33,22 @@ OPTIMIZERS = (
 
 REPORTERS = ("tensorboard", "wandb", "mlflow", "trackio", "none")
 
+# The engine passes no compute_metrics, so evaluation measures the loss and nothing else.
+BEST_MODEL_METRICS = ("eval_loss", "loss")
+
+# The model's loss ignores exactly this label id (transformers' ignore_index).
+IGNORED_LABEL = -100
+
 
 def setting(default: Any, help: str, *, choices: tuple | None = None,
             min: float | None = None, max: float | None = None,
-            max_exclusive: bool = False, item_choices: tuple | None = None) -> Any:
-    """A schema field: its default plus what the validator and the wizard need to know."""
+            max_exclusive: bool = False, item_choices: tuple | None = None, why: str = "") -> Any:
+    """A schema field: its default plus what the validator and the wizard need to know.
+
+    `why` explains a restriction; the loader adds it to the message when a value breaks it.
+    """
     meta = {"help": help, "choices": choices, "min": min, "max": max,
-            "max_exclusive": max_exclusive, "item_choices": item_choices}
+            "max_exclusive": max_exclusive, "item_choices": item_choices, "why": why}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -103,7 +115,7 @@ class DataSettings:
         "", "Training data: a .json/.jsonl/.parquet/.csv file or folder, a hub data set id, or builtin:belle-sample.")
     format: str = setting(
         "auto", "Record format; auto detects it from the first records.",
-        choices=("auto", "belle", "messages", "sharegpt", "alpaca"))
+        choices=("auto",) + FORMATS)
     split: str = setting("train", 'Split to read, with optional slicing such as "train[:5%]".')
     streaming: bool = setting(False, "Read the data lazily (for sets larger than memory); needs training.max_steps.")
     validation_split: float = setting(
@@ -115,7 +127,7 @@ class DataSettings:
     num_proc: int = setting(1, "Processes used for tokenising (datasets.map num_proc).", min=1)
     train_on: str = setting(
         "assistant", "Which tokens are trained: every assistant reply, only the last one, or all tokens.",
-        choices=("assistant", "last", "all"))
+        choices=TRAIN_ON)
     max_bad_share: float = setting(
         0.1, "Stop before training when more than this share of records cannot be read.", min=0.0, max=1.0)
 
@@ -125,18 +137,24 @@ class CollatorSettings:
     padding: str = setting("longest", "Pad each batch to its longest example, or always to max_length.",
                            choices=("longest", "max_length"))
     pad_to_multiple_of: int = setting(8, "Round padded lengths up to a multiple of this; 0 turns it off.", min=0)
-    label_pad_token_id: int = setting(-100, "Label id given to padding; -100 is ignored by the loss.")
+    label_pad_token_id: int = setting(
+        IGNORED_LABEL, "Label id given to padding and to untrained tokens. Only -100 is allowed: the model's loss "
+                       "ignores exactly -100, so any other id would train on prompts and padding (0) or crash (-77).",
+        choices=(IGNORED_LABEL,),
+        why="the model's loss ignores only -100; any other id trains on prompt tokens or crashes")
 
 
 @dataclass
 class TrainingSettings:
-    output_dir: str = setting("runs/run", "The run folder: checkpoints, adapter, logs and events go here.")
+    output_dir: str = setting("runs/run", "The run folder: checkpoints, adapter, logs and events go here (required).")
     num_train_epochs: float = setting(3.0, "Passes over the training data.", min=0.0)
     max_steps: int = setting(-1, "Stop after this many optimizer steps; -1 means use num_train_epochs.",
                              min=-1)
     learning_rate: float = setting(2e-4, "Peak learning rate (1e-4 to 3e-4 is typical for LoRA).", min=0.0)
     weight_decay: float = setting(0.0, "L2 weight decay on the trainable parameters.", min=0.0)
-    lr_scheduler_type: str = setting("cosine", "Learning-rate schedule after warmup.", choices=SCHEDULERS)
+    lr_scheduler_type: str = setting(
+        "cosine", "Learning-rate schedule after warmup; reduce_lr_on_plateau needs evaluation (eval_strategy).",
+        choices=SCHEDULERS)
     warmup_ratio: float = setting(0.0, "Share of steps spent warming up the learning rate, in [0, 1).",
                                   min=0.0, max=1.0, max_exclusive=True)
     warmup_steps: int = setting(0, "Warmup length in steps (instead of warmup_ratio).", min=0)
@@ -162,12 +180,18 @@ class TrainingSettings:
     save_total_limit: int = setting(0, "Keep at most this many checkpoints; 0 keeps all.", min=0)
     logging_steps: int = setting(10, "Optimizer steps between loss reports.", min=1)
     logging_dir: str = setting("", "TensorBoard folder; empty means <output_dir>/tensorboard.")
-    report_to: list[str] = setting(["tensorboard"], "Where metrics go besides the event log.",
+    report_to: list[str] = setting(["tensorboard"], "Where metrics go besides the event log; each needs its "
+                                   "package installed (tensorboard, wandb, mlflow, trackio); none for nothing.",
                                    item_choices=REPORTERS)
     load_best_model_at_end: bool = setting(
         False, "Keep the checkpoint with the best metric_for_best_model as the final adapter.")
-    metric_for_best_model: str = setting("eval_loss", "Metric that decides the best checkpoint.")
-    seed: int = setting(42, "Random seed for initialisation, shuffling and the validation split.")
+    metric_for_best_model: str = setting(
+        "eval_loss", "Metric that decides the best checkpoint (lower is better). Evaluation measures only the loss "
+                     "(there is no compute_metrics), so eval_loss, or loss which means the same.",
+        choices=BEST_MODEL_METRICS,
+        why="evaluation computes no metrics besides the loss")
+    seed: int = setting(42, "Random seed for initialisation, shuffling and the validation split.",
+                        min=0, max=2**32 - 1)
     dataloader_num_workers: int = setting(0, "Worker processes feeding batches; 0 loads in the main process.",
                                           min=0)
 
