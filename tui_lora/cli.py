@@ -75,6 +75,8 @@ def cmd_presets(args) -> int:
     import tomllib
 
     bundled = bundled_presets()
+    if args.dest and not args.copy:
+        raise UserError(f"presets {args.dest}: to copy a preset, name it: tui-lora presets --copy NAME {args.dest}")
     if args.copy:
         if args.copy not in bundled:
             raise UserError(f"presets --copy {args.copy}: no such preset; choose one of {', '.join(bundled)}")
@@ -123,7 +125,7 @@ def cmd_run(args) -> int:
         print(f"interrupted: {exc}; run folder {folder.path}", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
-        display.close()
+        display.close()  # closing twice is harmless; the bars must be gone before any message
         folder.release()
     return 0
 
@@ -190,6 +192,13 @@ def main(argv: list[str] | None = None) -> int:
         # the reader (head, less) went away; point stdout at nothing so the exit flush stays quiet
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:
+        # Anything left is a bug or an environment problem: one line, and the traceback only on request.
+        if os.environ.get("TUI_LORA_DEBUG"):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"error: {type(exc).__name__}: {first} (set TUI_LORA_DEBUG=1 for the traceback)", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import sys
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
 from tui_lora.events import Event
 
@@ -62,6 +63,8 @@ class PlainDisplay:
 
     def __call__(self, event: Event) -> None:
         kind = event.get("type")
+        if kind == "status" and event.get("state") == "failed":
+            return  # the command line prints the reason as its one error line
         if kind == "status":
             self.line(f"[{event.get('state')}] {event.get('message', '')}".rstrip())
         elif kind == "train":
@@ -81,12 +84,24 @@ class PlainDisplay:
         pass
 
 
+class _StepsProgress(Progress):
+    """The step bar, with the latest loss, learning rate and speed on a line of their own below it
+    (on one line they push the step count and ETA off an 80-column terminal)."""
+
+    stats = ""
+
+    def get_renderables(self):
+        yield from super().get_renderables()
+        if self.stats:
+            yield Text(f"  {self.stats}", style="dim")
+
+
 class RichDisplay(PlainDisplay):
-    """A live progress bar for the steps, with the latest loss, learning rate and speed beside it."""
+    """A live progress bar for the steps, with the latest loss, learning rate and speed under it."""
 
     def __init__(self, console: Console | None = None):
         self.console = console or Console(stderr=False)
-        self.progress = Progress(
+        self.progress = _StepsProgress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
@@ -94,7 +109,6 @@ class RichDisplay(PlainDisplay):
             TimeElapsedColumn(),
             TextColumn("eta"),
             TimeRemainingColumn(),
-            TextColumn("{task.fields[stats]}"),
             console=self.console,
             transient=False,
         )
@@ -109,14 +123,15 @@ class RichDisplay(PlainDisplay):
             if self.task is None:
                 self.progress.start()
                 self.task = self.progress.add_task("train", total=event.get("max_steps"), epoch="0.00",
-                                                   stats="", completed=event.get("resumed_from") or 0)
+                                                   completed=event.get("resumed_from") or 0)
             return
         if kind == "progress" and self.task is not None:
             self.progress.update(self.task, completed=event.get("step"), total=event.get("max_steps"),
                                  epoch=f"{_number(event.get('epoch'), '.2f')}/{_number(event.get('num_epochs'), 'g')}")
             return
         if kind == "train" and self.task is not None:
-            self.progress.update(self.task, stats=describe_train(event))
+            self.progress.stats = describe_train(event)
+            self.progress.refresh()
             return
         if kind == "status" and event.get("state") in ("saving", "finished", "failed", "interrupted"):
             self.close()

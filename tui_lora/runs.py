@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import tempfile
 from pathlib import Path
 
 from tui_lora.errors import UserError
@@ -31,8 +33,13 @@ class RunFolder:
     tensorboard = property(lambda self: self.path / "tensorboard")
     lock_file = property(lambda self: self.path / ".lock")
 
-    def holds_run(self) -> bool:
-        return self.run_file.exists() or self.events.exists()
+    def holds_training(self) -> bool:
+        """True once a run here has saved anything trained (a checkpoint or an adapter).
+
+        A folder where a run failed or was stopped before its first checkpoint holds nothing
+        worth keeping but its logs, so a new run may start there (its events are appended).
+        """
+        return bool(self.checkpoints()) or self.adapter.exists()
 
     def checkpoints(self) -> list[Path]:
         """Complete checkpoints, oldest first (a checkpoint without trainer_state.json was cut off)."""
@@ -53,21 +60,29 @@ class RunFolder:
 
     def acquire(self) -> None:
         """Claim the folder for this process; a lock left by a process that no longer exists is taken over."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.lock_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                owner = self._lock_owner()
-                if owner is not None and _alive(owner):
-                    raise UserError(f"{self.path} is in use by a running training process (pid {owner}); "
-                                    "wait for it, or choose another training.output_dir") from None
-                self.lock_file.unlink(missing_ok=True)
-                continue
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            # The lock appears with the pid already in it (written aside, then hard-linked into
+            # place), so no other process can ever read an empty lock and take it for stale.
+            fd, staged = tempfile.mkstemp(prefix=".lock.", dir=self.path)
             with os.fdopen(fd, "w") as handle:
                 handle.write(str(os.getpid()))
-            return
-        raise UserError(f"{self.path}: could not take the run lock; remove {self.lock_file} if no run is active")
+        except OSError as exc:
+            raise UserError(f"training.output_dir: cannot write to {self.path}: {exc.strerror or exc}") from None
+        try:
+            for _ in range(2):
+                try:
+                    os.link(staged, self.lock_file)
+                    return
+                except FileExistsError:
+                    owner = self._lock_owner()
+                    if owner is not None and _alive(owner):
+                        raise UserError(f"{self.path} is in use by a running training process (pid {owner}); "
+                                        "wait for it, or choose another training.output_dir") from None
+                    self.lock_file.unlink(missing_ok=True)
+            raise UserError(f"{self.path}: could not take the run lock; remove {self.lock_file} if no run is active")
+        finally:
+            os.unlink(staged)
 
     def release(self) -> None:
         if self._lock_owner() == os.getpid():
@@ -113,16 +128,61 @@ def resolve_paths(config):
     )
 
 
+# What may differ between a run and its resumption: how long it goes on and how it reports.
+# Anything else (LoRA shape, data, optimizer, batch size …) would not match the checkpoint.
+RESUMABLE_CHANGES = {
+    "training": {"num_train_epochs", "max_steps", "eval_steps", "save_steps", "save_total_limit", "logging_steps",
+                 "report_to", "per_device_eval_batch_size", "dataloader_num_workers", "eval_on_start"},
+    "early_stopping": {"enabled", "patience", "threshold"},
+    "hub": {"endpoint", "offline"},
+    "description": None,
+}
+
+
+def _changed_keys(before, after) -> list[str]:
+    from tui_lora.config import config_to_dict
+
+    old, new = config_to_dict(before), config_to_dict(after)
+    changed = []
+    for section in sorted(set(old) | set(new)):
+        if isinstance(new.get(section), dict):
+            for key, value in new[section].items():
+                if old.get(section, {}).get(key) != value and key not in (RESUMABLE_CHANGES.get(section) or ()):
+                    changed.append(f"{section}.{key}")
+        elif section not in RESUMABLE_CHANGES and old.get(section) != new.get(section):
+            changed.append(section)
+    return changed
+
+
+def _check_resume(folder: RunFolder, config, checkpoint: Path) -> None:
+    """A resume must continue the same run, and that run must have steps left to train."""
+    from tui_lora.config import load_run_file
+
+    if folder.run_file.exists():
+        changed = _changed_keys(load_run_file(folder.run_file), config)
+        if changed:
+            raise UserError(f"--resume: {', '.join(changed)} differ from the run being resumed "
+                            f"({folder.run_file}); a checkpoint only continues the run that made it. Only "
+                            "the training length, evaluation, saving and logging settings may change")
+    state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    step, epoch = state.get("global_step", 0), state.get("epoch") or 0.0
+    t = config.training
+    finished = step >= t.max_steps if t.max_steps > 0 else epoch >= t.num_train_epochs - 1e-9
+    if finished:
+        raise UserError(f"--resume: {checkpoint.name} is already at the end of the run (step {step}, epoch "
+                        f"{epoch:g}); raise training.max_steps or training.num_train_epochs to train further")
+
+
 def open_run_folder(config, resume: str | None) -> tuple[RunFolder, Path | None]:
     """The run folder for config, checked and locked, plus the checkpoint to resume from (or None).
 
-    resume is None (a new run), "latest", or a checkpoint path. A folder that already holds
-    a run is only reused when resuming: nothing a user trained is overwritten.
+    resume is None (a new run), "latest", or a checkpoint path. A folder that holds trained
+    work is only reused when resuming: nothing a user trained is overwritten.
     """
     folder = RunFolder(config.training.output_dir)
     checkpoint: Path | None = None
     if resume is None:
-        if folder.holds_run():
+        if folder.holds_training():
             raise UserError(f"{folder.path} already holds a run; continue it with --resume, or start a new one "
                             f"with --set training.output_dir=<new folder>")
     elif resume == "latest":
@@ -133,5 +193,7 @@ def open_run_folder(config, resume: str | None) -> tuple[RunFolder, Path | None]
         checkpoint = Path(resume).expanduser().absolute()
         if not (checkpoint / "trainer_state.json").exists():
             raise UserError(f"--resume {resume}: not a checkpoint folder (no trainer_state.json)")
+    if checkpoint is not None:
+        _check_resume(folder, config, checkpoint)
     folder.acquire()
     return folder, checkpoint

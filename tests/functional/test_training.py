@@ -160,6 +160,64 @@ def test_target_modules_that_match_nothing_fail_before_loading_weights(tmp_path)
     assert of_type(events, "status")[-1]["state"] == "failed"
     assert not of_type(events, "model")  # the weights never loaded
 
+    # nothing was trained, so the corrected run may use the same folder
+    write_run_file(run_file, tiny_run_file(tmp_path / "run", training={"max_steps": 1, "eval_strategy": "no"},
+                                           data={"validation_split": 0.0}))
+    again = run_cli("run", str(run_file))
+    assert again.returncode == 0, again.stderr
+    states = [e["state"] for e in of_type(read_events(RunFolder(tmp_path / "run").events), "status")]
+    assert states[0] == "starting" and "failed" in states and states[-1] == "finished"
+
+
+def test_resume_must_continue_the_same_run(tmp_path, train_in_process):
+    raw = tiny_run_file(tmp_path / "run", training={"max_steps": 2, "eval_strategy": "no", "save_steps": 2},
+                        data={"validation_split": 0.0})
+    folder, _, _ = train_in_process(raw)
+    saved = folder.run_file.read_text()
+    run_file = write_run_file(tmp_path / "run.toml", raw)
+
+    finished = run_cli("run", str(run_file), "--resume")
+    assert finished.returncode == 2
+    assert "checkpoint-2 is already at the end of the run (step 2" in finished.stderr
+
+    changed = run_cli("run", str(run_file), "--resume", "--set", "lora.r=16", "--set", "training.max_steps=4")
+    assert changed.returncode == 2
+    assert "--resume: lora.r differ from the run being resumed" in changed.stderr
+    assert folder.run_file.read_text() == saved  # the record of the run is untouched
+
+    longer = run_cli("run", str(run_file), "--resume", "--set", "training.max_steps=3")
+    assert longer.returncode == 0, longer.stderr
+    assert [e["step"] for e in of_type(read_events(folder.events), "train")][-1] == 3
+
+
+def test_a_diverging_loss_fails_the_run_instead_of_showing_zero(tmp_path):
+    # DoRA on the tied output layer of the random tiny model gives a NaN loss at the first step
+    run_file = write_run_file(tmp_path / "run.toml", tiny_run_file(
+        tmp_path / "run", lora={"use_dora": True, "target_modules": ["q_proj", "lm_head"]},
+        training={"max_steps": 5, "eval_strategy": "no"}, data={"validation_split": 0.0}))
+    done = run_cli("run", str(run_file))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "TrainingDiverged: loss became nan at step 1" in done.stderr
+    assert "loss 0.0000" not in done.stdout
+
+
+def test_default_template_is_saved_with_the_adapter(tmp_path, train_in_process):
+    import shutil
+
+    from tui_lora.assets import BUILTINS
+    from tui_lora.data.encode import DEFAULT_CHAT_TEMPLATE
+
+    model = tmp_path / "no-template"
+    shutil.copytree(BUILTINS["tiny-chat"], model)
+    (model / "chat_template.jinja").unlink()
+    folder, _, events = train_in_process(tiny_run_file(
+        tmp_path / "run", model={"name_or_path": str(model)},
+        training={"max_steps": 1, "eval_strategy": "no"}, data={"validation_split": 0.0}))
+    assert any("no chat template" in e.get("message", "") for e in of_type(events, "log"))
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(folder.adapter).chat_template == DEFAULT_CHAT_TEMPLATE
+
 
 def test_event_log_lines_are_json(tmp_path, train_in_process):
     folder, _, _ = train_in_process(tiny_run_file(tmp_path / "run", training={"max_steps": 2}))

@@ -146,8 +146,10 @@ def _count(examples, report: DataReport, max_bad_share: float) -> None:
         raise UserError("data.path: the data set is empty")
     if report.skipped == report.records:
         number, reason = bad[0]
+        hint = ("raise tokenizer.max_length" if all("max_length" in why for _, why in bad)
+                else "check data.format")
         raise UserError(f"data: none of the {report.records} records could be used as {report.format!r} "
-                        f"(record {number}: {reason}); check data.format")
+                        f"(record {number}: {reason}); {hint}")
     share = report.skipped / report.records
     if share > max_bad_share:
         number, reason = bad[0]

@@ -13,8 +13,8 @@ from tui_lora.config.rules import DATA_SUFFIXES, looks_local
 from tui_lora.config.schema import DataSettings
 from tui_lora.errors import UserError
 
-# datasets' builder name for each file type
-BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+# datasets' builder name for each file type the run file accepts
+BUILDERS = {suffix: "json" if suffix == ".jsonl" else suffix[1:] for suffix in DATA_SUFFIXES}
 
 
 def local_data_files(path: Path) -> tuple[str, list[str]]:
@@ -23,7 +23,8 @@ def local_data_files(path: Path) -> tuple[str, list[str]]:
         if path.suffix not in BUILDERS:
             raise UserError(f"data.path: {path.name} is not a data file; use one of {', '.join(DATA_SUFFIXES)}")
         return BUILDERS[path.suffix], [str(path)]
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in BUILDERS)
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in BUILDERS
+                   and not any(part.startswith(".") for part in p.relative_to(path).parts))  # .ipynb_checkpoints …
     if not files:
         raise UserError(f"data.path: {path} holds no {', '.join(DATA_SUFFIXES)} files")
     builders = {BUILDERS[p.suffix] for p in files}
@@ -54,13 +55,22 @@ def load_records(settings: DataSettings):
         return datasets.load_dataset(ref, split=settings.split, streaming=settings.streaming)
     except UserError:
         raise
+    except UnicodeDecodeError as exc:
+        raise UserError(f"data.path: {ref!r} is not UTF-8 text (byte {exc.start}); re-save it as UTF-8") from None
+    except ConnectionError as exc:  # includes huggingface_hub's OfflineModeIsEnabled
+        raise UserError(f"data.path: cannot reach {ref!r} ({_first_line(exc)}); check the network and "
+                        "hub.endpoint, or use a local copy with hub.offline = true") from None
     except ValueError as exc:
+        if "corresponds to no data" in str(exc):
+            raise UserError(f"data.path: {ref!r} holds no records") from None
         # bad split names and slices arrive as ValueError; say which field to fix
         raise UserError(f"data: cannot read {ref!r} with split {settings.split!r}: {_first_line(exc)}") from None
     except (FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as exc:
         raise UserError(f"data.path: {ref!r} was not found ({_first_line(exc)})") from None
     except datasets.exceptions.DatasetGenerationError as exc:
         cause = exc.__cause__ or exc
+        if isinstance(cause, UnicodeDecodeError):
+            raise UserError(f"data.path: {ref!r} is not UTF-8 text; re-save it as UTF-8") from None
         raise UserError(f"data.path: {ref!r} could not be parsed: {_first_line(cause)}") from None
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import signal
+import math
 import time
 
 from transformers import TrainerCallback
@@ -55,30 +55,29 @@ class EventsCallback(TrainerCallback):
 
 
 class GracefulStop(TrainerCallback):
-    """First Ctrl+C or SIGTERM: finish the current step, save a checkpoint, stop. A second Ctrl+C: stop now."""
+    """Turns a stop request (a signal, see session.StopRequest) into: save a checkpoint, stop."""
 
-    def __init__(self, events: EventLog):
-        self.events = events
-        self.requested: str | None = None
-        self._previous: dict[int, object] = {}
+    def __init__(self, stop):
+        self.stop = stop
 
-    def install(self) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
-
-    def uninstall(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-    def _handle(self, signum, frame):
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = signal.Signals(signum).name
-        self.events.log("warning", f"{self.requested} received: saving a checkpoint after this step, then "
-                                   "stopping (Ctrl+C again to stop at once)")
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.stop.training = True
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.requested:
+        if self.stop.signal:
             control.should_save = True
             control.should_training_stop = True
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss stopped being a number: every later step would be wasted GPU time."""
+
+
+class DivergenceCheck(TrainerCallback):
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key in ("loss", "eval_loss"):
+            value = (logs or {}).get(key)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise TrainingDiverged(
+                    f"{key} became {value} at step {state.global_step}; lower training.learning_rate, keep "
+                    "training.max_grad_norm above 0, or try without lora.use_dora")

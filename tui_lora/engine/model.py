@@ -27,6 +27,9 @@ def check_hardware(config: RunConfig) -> None:
     if m.device_map.startswith("cuda") and not cuda:
         raise UserError(f"model.device_map: {m.device_map!r} but no CUDA GPU is visible to torch "
                         f"(torch {torch.__version__}); use \"cpu\" or \"auto\", or install a CUDA build of torch")
+    if m.device_map.startswith("cuda:") and int(m.device_map[5:]) >= torch.cuda.device_count():
+        raise UserError(f"model.device_map: {m.device_map!r} but this machine has {torch.cuda.device_count()} "
+                        f"GPU(s), numbered from cuda:0")
     if t.bf16 and not (cuda and torch.cuda.is_bf16_supported()):
         raise UserError("training.bf16: this machine has no GPU with bfloat16 support; set bf16 = false "
                         "(or fp16 = true on an older GPU)")

@@ -1,7 +1,8 @@
-"""One training session in this process: run folder, logs and event log around the recipe."""
+"""One training session in this process: run folder, logs, signals and event log around the recipe."""
 
 from __future__ import annotations
 
+import signal
 import traceback
 
 from tui_lora.config import save_run_file
@@ -13,13 +14,48 @@ from tui_lora.runs import RunFolder
 
 
 class Interrupted(Exception):
-    """The run stopped on a signal after saving a checkpoint (exit status 130)."""
+    """The run stopped on a signal (exit status 130)."""
+
+
+class StopRequest:
+    """Ctrl+C and SIGTERM for the whole session.
+
+    Before training starts there is nothing to save, so a signal stops at once. Once the
+    Trainer runs, the first signal only asks it to save a checkpoint after the current step
+    and stop (callbacks.GracefulStop reads `signal`); a second Ctrl+C stops at once.
+    """
+
+    def __init__(self, events: EventLog):
+        self.events = events
+        self.signal: str | None = None
+        self.training = False
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum, frame):
+        first = self.signal is None
+        self.signal = self.signal or signal.Signals(signum).name
+        if not self.training or not first:
+            raise KeyboardInterrupt
+        self.events.log("warning", f"{self.signal} received: saving a checkpoint after this step, then stopping "
+                                   "(Ctrl+C again to stop at once)")
 
 
 def execute(config: RunConfig, folder: RunFolder, resume_from=None, listeners: list[Listener] = ()) -> dict:
     """Run the recipe with its events and logs going to `folder`; the caller holds the folder's lock."""
-    save_run_file(config, folder.run_file, overwrite=resume_from is not None)
+    # The folder was checked by runs.open_run_folder: it holds nothing trained, or this is its resumption.
+    save_run_file(config, folder.run_file, overwrite=True)
     events = EventLog(folder.events, list(listeners))
+    stop = StopRequest(events)
+    stop.install()
     events.status("starting", f"run folder {folder.path}", folder=str(folder.path),
                   resumed_from=str(resume_from) if resume_from else None)
     attached = []
@@ -30,13 +66,17 @@ def execute(config: RunConfig, folder: RunFolder, resume_from=None, listeners: l
         from tui_lora.engine.train import capture_logs, release_logs, run_training
 
         attached = capture_logs(folder, events)
-        result = run_training(config, folder, events, resume_from)
+        result = run_training(config, folder, events, stop, resume_from)
     except UserError as exc:
         events.status("failed", str(exc))
         raise
     except KeyboardInterrupt:
-        events.status("interrupted", "stopped at once by a second Ctrl+C; the last checkpoint is intact")
-        raise Interrupted("stopped by Ctrl+C") from None
+        if stop.training:
+            message = "stopped at once by a second Ctrl+C; the last complete checkpoint is intact"
+        else:
+            message = f"stopped by {stop.signal or 'SIGINT'} before training started; nothing was trained"
+        events.status("interrupted", message)
+        raise Interrupted(message) from None
     except Exception as exc:
         with open(folder.log, "a", encoding="utf-8") as handle:
             handle.write(traceback.format_exc())
@@ -45,10 +85,11 @@ def execute(config: RunConfig, folder: RunFolder, resume_from=None, listeners: l
         raise RunFailed(f"{message} (full traceback in {folder.log})") from exc
     else:
         if result.get("interrupted"):
-            raise Interrupted(f"stopped at step {result['step']} after saving a checkpoint")
+            raise Interrupted(f"stopped at step {result['step']} after saving a checkpoint; continue with --resume")
         events.status("finished", f"adapter saved to {folder.adapter}", adapter=str(folder.adapter))
         return result
     finally:
+        stop.uninstall()
         if attached:
             release_logs(attached)
         events.close()

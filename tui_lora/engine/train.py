@@ -65,6 +65,7 @@ def training_arguments(config: RunConfig, folder: RunFolder):
         dataloader_num_workers=t.dataloader_num_workers,
         dataloader_pin_memory=torch.cuda.is_available(),  # pinning without a GPU only earns a warning
         include_num_input_tokens_seen="non_padding",
+        logging_nan_inf_filter=False,  # a NaN loss must show as NaN (DivergenceCheck stops the run), not as 0
         disable_tqdm=True,
         label_names=["labels"],
     )
@@ -85,28 +86,30 @@ def data_collator(config: RunConfig, tokenizer, model):
     )
 
 
-def run_training(config: RunConfig, folder: RunFolder, events: EventLog, resume_from: Path | None = None) -> dict:
+def run_training(config: RunConfig, folder: RunFolder, events: EventLog, stop, resume_from: Path | None = None) -> dict:
     """Train one run into `folder`. Returns the result event; raises UserError for fixable input problems."""
     from transformers import EarlyStoppingCallback, PrinterCallback, Trainer
 
     from tui_lora.data.prepare import prepare_datasets
     from tui_lora.engine import model as models
-    from tui_lora.engine.callbacks import EventsCallback, GracefulStop
+    from tui_lora.data.encode import DEFAULT_CHAT_TEMPLATE
+    from tui_lora.engine.callbacks import DivergenceCheck, EventsCallback, GracefulStop
 
     os.environ["TENSORBOARD_LOGGING_DIR"] = config.training.logging_dir or str(folder.tensorboard)
 
     models.check_hardware(config)
+    if config.model.trust_remote_code:
+        events.log("warning", f"trust_remote_code is on: Python code from {config.model.name_or_path} will run")
     events.status("loading", f"reading the configuration of {config.model.name_or_path}")
     model_config = models.load_model_config(config)
     models.check_target_modules(config, models.linear_module_names(model_config, config.model.trust_remote_code))
-    if config.model.trust_remote_code:
-        events.log("warning", f"trust_remote_code is on: Python code from {config.model.name_or_path} will run")
 
     tokenizer = models.load_tokenizer(config)
     events.status("preparing_data", f"reading {config.data.path}")
     train_set, eval_set, report = prepare_datasets(config, tokenizer)
     if report.used_default_template:
         events.log("warning", "the tokenizer has no chat template; using tui-lora's default ChatML template")
+        tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE  # saved with the adapter: chat as it was trained
     for number, reason in report.bad_records:
         events.log("warning", f"skipped record {number}: {reason}")
     events.emit("data", **asdict(report))
@@ -118,8 +121,7 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, resume_
                 quantization="8bit" if config.quantization.load_in_8bit else
                 "4bit" if config.quantization.load_in_4bit else "none")
 
-    stopper = GracefulStop(events)
-    callbacks = [EventsCallback(events), stopper]
+    callbacks = [EventsCallback(events), GracefulStop(stop), DivergenceCheck()]
     if config.early_stopping.enabled:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping.patience,
                                                early_stopping_threshold=config.early_stopping.threshold))
@@ -133,14 +135,10 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, resume_
         callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; our displays read the events instead
-    stopper.install()
-    try:
-        output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    finally:
-        stopper.uninstall()
+    output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
-    if stopper.requested:
-        events.status("interrupted", f"stopped by {stopper.requested} at step {trainer.state.global_step}; "
+    if stop.signal:
+        events.status("interrupted", f"stopped by {stop.signal} at step {trainer.state.global_step}; "
                                      "continue with --resume", step=trainer.state.global_step)
         return {"interrupted": True, "step": trainer.state.global_step}
 
@@ -184,7 +182,7 @@ class _EventsHandler(logging.Handler):
             message = record.getMessage().strip().splitlines()[0]
             if record.name == "py.warnings":  # "path/file.py:12: UserWarning: text" -> "UserWarning: text"
                 message = re.sub(r"^.*?:\d+: (?=\w+: )", "", message)
-            if message in self.seen or message.startswith(self.QUIET):
+            if message in self.seen or any(quiet in message for quiet in self.QUIET):
                 return
             self.seen.add(message)
             self.events.log(record.levelname.lower(), message)
