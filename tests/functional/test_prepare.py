@@ -141,3 +141,14 @@ def prepared_path(tmp_path, path):
     config = config_from_dict(tiny_run_file(tmp_path / "run", data={"path": str(path), "validation_split": 0.0},
                                             training={"eval_strategy": "no"}))
     return prepare_datasets(config, load_tokenizer(config))
+
+
+def test_a_save_to_disk_folder_is_read_as_written(tmp_path):
+    import datasets
+
+    datasets.Dataset.from_list(ALPACA).save_to_disk(str(tmp_path / "saved"))
+    from_folder = prepared_path(tmp_path, tmp_path / "saved")
+    _write(tmp_path / "same.jsonl", ALPACA)
+    from_file = prepared_path(tmp_path, tmp_path / "same.jsonl")
+    assert from_folder[0]["input_ids"] == from_file[0]["input_ids"]
+    assert from_folder[2].records == len(ALPACA)

@@ -31,7 +31,7 @@ from tui_lora.assets import BUILTINS
 from tui_lora.config import config_from_dict
 from tui_lora.config.schema import OPTIMIZERS, SCHEDULERS, TrainingSettings, section_fields
 from tui_lora.data.prepare import prepare_datasets
-from tui_lora.engine.model import (apply_lora, check_hardware, linear_module_names, load_model, load_model_config, load_tokenizer,
+from tui_lora.engine.model import (apply_lora, check_hardware, module_names, load_model, load_model_config, load_tokenizer,
                                    lora_config, quantization_config)
 from tui_lora.engine.train import data_collator, training_arguments
 from tui_lora.errors import UserError
@@ -424,7 +424,7 @@ def test_trust_remote_code_true_loads_the_models_own_classes(tmp_path, remote_co
     config = make_config(tmp_path, model={"name_or_path": str(remote_code_model), "trust_remote_code": True})
     model_config = load_model_config(config)
     assert type(model_config).__name__ == "RemoteTinyConfig"
-    assert "lm_head" in linear_module_names(model_config, True)  # the meta skeleton goes through remote code too
+    assert "lm_head" in module_names(model_config, True)[0]  # the meta skeleton goes through remote code too
     model = load_model(config)
     assert type(model).__name__ == "RemoteTinyForCausalLM" and model.built_by_remote_code is True
     from safetensors.torch import load_file

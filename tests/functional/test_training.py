@@ -154,7 +154,7 @@ def test_target_modules_that_match_nothing_fail_before_loading_weights(tmp_path)
         tmp_path / "run", lora={"target_modules": ["query_key_value"]}))
     done = run_cli("run", str(run_file))
     assert done.returncode == 2
-    assert "lora.target_modules: 'query_key_value' match no linear layer of this model" in done.stderr
+    assert "lora.target_modules: 'query_key_value' match no layer LoRA can adapt in this model" in done.stderr
     assert "q_proj" in done.stderr and "Traceback" not in done.stderr
     events = list(read_events(RunFolder(tmp_path / "run").events))
     assert of_type(events, "status")[-1]["state"] == "failed"
@@ -233,3 +233,10 @@ def test_streaming_data_trains_for_max_steps(tmp_path, train_in_process):
     assert result["step"] == 3
     assert [e["step"] for e in of_type(events, "train")] == [1, 2, 3]
     assert (folder.adapter / "adapter_model.safetensors").exists()
+
+
+def test_modules_to_save_must_name_a_module(tmp_path, train_in_process):
+    from tui_lora.errors import UserError
+
+    with pytest.raises(UserError, match="lora.modules_to_save: 'lm_haed' name no module of this model"):
+        train_in_process(tiny_run_file(tmp_path / "run", lora={"modules_to_save": ["lm_haed"]}))

@@ -48,6 +48,8 @@ def load_records(settings: DataSettings):
     try:
         if is_builtin(ref) or looks_local(ref):
             path = builtin_path(ref) if is_builtin(ref) else Path(ref).expanduser()
+            if (path / "dataset_info.json").exists() and (path / "state.json").exists():
+                return _saved_dataset(path, settings)
             builder, files = local_data_files(path)
             _check_not_empty(files, ref)
             return datasets.load_dataset(builder, data_files={"train": files}, split=settings.split,
@@ -72,6 +74,22 @@ def load_records(settings: DataSettings):
         if isinstance(cause, UnicodeDecodeError):
             raise UserError(f"data.path: {ref!r} is not UTF-8 text; re-save it as UTF-8") from None
         raise UserError(f"data.path: {ref!r} could not be parsed: {_first_line(cause)}") from None
+
+
+def _saved_dataset(path: Path, settings: DataSettings):
+    """A folder written by Dataset.save_to_disk (the seed pipeline caches its data that way)."""
+    import datasets
+
+    records = datasets.load_from_disk(str(path))
+    if isinstance(records, datasets.DatasetDict):
+        split = settings.split.split("[")[0]
+        if split not in records:
+            raise UserError(f"data.split: {path} has splits {', '.join(records)}, not {split!r}")
+        records = records[split]
+    if "[" in settings.split:
+        raise UserError(f"data.split: slicing ({settings.split!r}) is not supported for save_to_disk folders; "
+                        "use data.max_samples")
+    return records.to_iterable_dataset() if settings.streaming else records
 
 
 def _first_line(exc: BaseException) -> str:

@@ -65,8 +65,10 @@ def load_tokenizer(config: RunConfig):
 
     key = "tokenizer.name_or_path" if config.tokenizer.name_or_path else "model.name_or_path"
     ref = config.tokenizer.name_or_path or config.model.name_or_path
+    # model.revision names a commit of the model's repository, not of a separate tokenizer's
+    revision = "main" if config.tokenizer.name_or_path else config.model.revision
     with loading(key, ref):
-        tokenizer = AutoTokenizer.from_pretrained(model_source(ref), revision=config.model.revision,
+        tokenizer = AutoTokenizer.from_pretrained(model_source(ref), revision=revision,
                                                   trust_remote_code=config.model.trust_remote_code)
     if tokenizer.pad_token is None:
         # Padding positions carry label -100 and attention 0, so reusing eos as pad trains nothing wrong.
@@ -101,25 +103,36 @@ def load_model_config(config: RunConfig):
                                           trust_remote_code=config.model.trust_remote_code)
 
 
-def linear_module_names(model_config, trust_remote_code: bool) -> set[str]:
-    """Qualified names of every nn.Linear, from a weightless copy of the model (no memory, no download)."""
+def module_names(model_config, trust_remote_code: bool) -> tuple[set[str], set[str]]:
+    """(names of the layers LoRA can adapt, names of every module), from a weightless copy of the
+    model built on the meta device: no memory, no download of weights."""
     from transformers import AutoModelForCausalLM
+    from transformers.pytorch_utils import Conv1D  # GPT-2 style models use it for their projections
 
+    adaptable = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d, Conv1D)
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(model_config, trust_remote_code=trust_remote_code)
-    return {name for name, module in skeleton.named_modules() if isinstance(module, torch.nn.Linear)}
+    modules = dict(skeleton.named_modules())
+    return {name for name, module in modules.items() if isinstance(module, adaptable)}, set(modules)
 
 
-def check_target_modules(config: RunConfig, linear_names: set[str]) -> None:
+def _matches(target: str, names: set[str]) -> bool:
+    return any(name == target or name.endswith("." + target) for name in names)
+
+
+def check_target_modules(config: RunConfig, adaptable: set[str], every_module: set[str]) -> None:
     """Fail before the weights load when LoRA would target nothing (peft's own error comes much later)."""
     targets = config.lora.target_modules
-    if targets == "all-linear":
-        return
-    short_names = sorted({name.rsplit(".", 1)[-1] for name in linear_names} - {"lm_head"})
-    missing = [t for t in targets if not any(name == t or name.endswith("." + t) for name in linear_names)]
-    if missing:
-        raise UserError(f"lora.target_modules: {', '.join(repr(m) for m in missing)} match no linear layer "
-                        f"of this model; its linear layers are {', '.join(short_names)} (or use \"all-linear\")")
+    short_names = sorted({name.rsplit(".", 1)[-1] for name in adaptable} - {"lm_head"})
+    if targets != "all-linear":
+        missing = [t for t in targets if not _matches(t, adaptable)]
+        if missing:
+            raise UserError(f"lora.target_modules: {', '.join(repr(m) for m in missing)} match no layer LoRA can "
+                            f"adapt in this model; its layers are {', '.join(short_names)} (or use \"all-linear\")")
+    unknown = [m for m in config.lora.modules_to_save if not _matches(m, every_module)]
+    if unknown:
+        raise UserError(f"lora.modules_to_save: {', '.join(repr(m) for m in unknown)} name no module of this "
+                        "model (for example lm_head or embed_tokens)")
 
 
 def load_model(config: RunConfig):

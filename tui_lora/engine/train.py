@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -102,7 +103,7 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, stop, r
         events.log("warning", f"trust_remote_code is on: Python code from {config.model.name_or_path} will run")
     events.status("loading", f"reading the configuration of {config.model.name_or_path}")
     model_config = models.load_model_config(config)
-    models.check_target_modules(config, models.linear_module_names(model_config, config.model.trust_remote_code))
+    models.check_target_modules(config, *models.module_names(model_config, config.model.trust_remote_code))
 
     tokenizer = models.load_tokenizer(config)
     events.status("preparing_data", f"reading {config.data.path}")
@@ -196,6 +197,11 @@ def capture_logs(folder: RunFolder, events: EventLog) -> list[tuple[logging.Logg
 
     transformers.utils.logging.disable_default_handler()  # its stderr lines would tear the progress bars
     transformers.utils.logging.set_verbosity_info()
+    if not sys.stderr.isatty():  # in a log file, library progress bars are only noise
+        import datasets
+
+        transformers.utils.logging.disable_progress_bar()
+        datasets.disable_progress_bars()
     logging.captureWarnings(True)
     warnings.filterwarnings("ignore", message=".*kernels.*")
     file_handler = logging.FileHandler(folder.log, encoding="utf-8")
