@@ -171,7 +171,8 @@ class _EventsHandler(logging.Handler):
     """Warnings and errors from the libraries become log events the user sees, each message once."""
 
     # Library chatter that says nothing to someone training an adapter: kept in train.log only.
-    QUIET = ("Failed to load CPU gemm_4bit_forward", "`is_gradient_checkpointing` is deprecated")
+    QUIET = ("Failed to load CPU gemm_4bit_forward", "`is_gradient_checkpointing` is deprecated",
+             "Setting `save_embedding_layers` to `True`")
 
     def __init__(self, events: EventLog):
         super().__init__(logging.WARNING)
