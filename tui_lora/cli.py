@@ -109,6 +109,17 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_hub_check(args) -> int:
+    config = load(args)
+    from tui_lora.hub import apply_hub_environment, check_hub
+
+    apply_hub_environment(config.hub)
+    lines, ok = check_hub(config)
+    for line in lines:
+        print(line)
+    return 0 if ok else EXIT_USAGE
+
+
 def cmd_run(args) -> int:
     from tui_lora.runs import open_run_folder, resolve_paths
 
@@ -160,6 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--jsonl", action="store_true", help="one JSON object per example: input_ids, labels, text")
     data.set_defaults(func=cmd_data)
     with_preset("show", "print a run file with every default filled in").set_defaults(func=cmd_show)
+
+    hub = verbs.add_parser("hub", help="check where models and data come from",
+                           description="Check where models and data come from.")
+    hub_verbs = hub.add_subparsers(dest="hub_verb", metavar="HUB_COMMAND", required=True)
+    check = hub_verbs.add_parser("check", help="is the endpoint reachable, do the ids exist, how much to download",
+                                 description="Is the endpoint reachable, do the model and data ids exist there, "
+                                             "and how much is there to download.")
+    check.add_argument("preset", metavar="PRESET", help="a .toml run file, or the name of a bundled preset")
+    check.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override one field")
+    check.set_defaults(func=cmd_hub_check)
 
     presets = verbs.add_parser("presets", help="list the bundled presets, or copy one out for editing",
                                description="List the bundled presets, or copy one out for editing.")

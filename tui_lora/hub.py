@@ -1,15 +1,36 @@
-"""Where models and data come from: the official hub, a mirror, or the local cache only.
+"""Where models and data come from: the official hub, a mirror, ModelScope, or local files only.
 
-huggingface_hub reads HF_ENDPOINT and HF_HUB_OFFLINE once, when it is first imported,
-so the environment is set here before anything imports it; setting it later does nothing.
+Every hub id in a run file is fetched into the cache here, before anything loads, and
+replaced by the local folder it landed in; transformers and datasets then only ever read
+local files. That gives one place for download progress, for offline runs, and for turning
+HTTP failures into one line that says which id, which source and what to try.
+
+huggingface_hub reads HF_ENDPOINT and HF_HUB_OFFLINE once, when it is first imported, so
+the environment is also set before anything imports it (for code we do not call ourselves);
+our own calls pass the endpoint explicitly. Tokens come from HF_TOKEN or `hf auth login`,
+never from the run file.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
 
-from tui_lora.config.schema import HubSettings
+from tui_lora.assets import is_builtin
+from tui_lora.config.rules import looks_local
+from tui_lora.config.schema import HubSettings, RunConfig
+from tui_lora.errors import UserError
+
+Emit = Callable[..., object]  # EventLog.emit, or a no-op when nobody listens
+
+# Weights come as safetensors in almost every current repo; other formats of the same
+# weights (and checkpoints of other frameworks) would multiply the download.
+OTHER_WEIGHT_FORMATS = ("*.bin", "*.pt", "*.pth", "*.h5", "*.msgpack", "*.onnx", "*.gguf", "*.ot", "*.tflite",
+                        "original/*", "onnx/*", "openvino/*")
 
 
 def apply_hub_environment(settings: HubSettings) -> str:
@@ -22,3 +43,240 @@ def apply_hub_environment(settings: HubSettings) -> str:
         os.environ["HF_DATASETS_OFFLINE"] = "1"
     return ("hub settings were applied after huggingface_hub was imported in this process; "
             "they may not take effect" if late else "")
+
+
+def is_hub_id(ref: str) -> bool:
+    return bool(ref) and not is_builtin(ref) and not looks_local(ref)
+
+
+def source_name(settings: HubSettings) -> str:
+    if settings.source == "modelscope":
+        return "ModelScope"
+    return f"the mirror {settings.endpoint}" if settings.endpoint else "the Hugging Face hub"
+
+
+@contextmanager
+def hub_errors(ref: str, repo_type: str, settings: HubSettings) -> Iterator[None]:
+    """One line for everything that can go wrong between us and a hub."""
+    from huggingface_hub import errors
+
+    where = source_name(settings)
+    key = "data.path" if repo_type == "dataset" else "model.name_or_path"
+    try:
+        yield
+    except errors.GatedRepoError:
+        raise UserError(f"{key}: {ref!r} on {where} is gated: accept its licence on the hub page, then log in "
+                        "(`hf auth login`) or set HF_TOKEN") from None
+    except errors.RepositoryNotFoundError:
+        raise UserError(f"{key}: {ref!r} was not found on {where}; check the id (and that it is a "
+                        f"{repo_type}), or log in if it is private") from None
+    except errors.RevisionNotFoundError:
+        raise UserError(f"{key}: {ref!r} has no revision named in model.revision on {where}") from None
+    except errors.LocalEntryNotFoundError:
+        if settings.offline:
+            raise UserError(f"{key}: {ref!r} is not in the local cache and hub.offline is true; run once with "
+                            "offline = false to download it, or set hub.cache_dir to the cache that has it") from None
+        raise UserError(f"{key}: cannot download {ref!r} from {where}: the server did not answer; check the "
+                        "network or hub.endpoint (for example https://hf-mirror.com)") from None
+    except errors.OfflineModeIsEnabled:
+        raise UserError(f"{key}: {ref!r} must be downloaded but HF_HUB_OFFLINE is set; unset it, or set "
+                        "hub.offline = true with a cached copy") from None
+    except (errors.HfHubHTTPError, OSError, TimeoutError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{key}: downloading {ref!r} from {where} failed: {reason}; check the network or "
+                        "hub.endpoint, then run again (finished files are kept)") from None
+    except Exception as exc:  # httpx's transport errors (timeouts, dropped connections) have no common base here
+        if type(exc).__module__.split(".")[0] not in ("httpx", "httpx2", "httpcore", "httpcore2", "requests", "urllib3"):
+            raise
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{key}: downloading {ref!r} from {where} failed ({type(exc).__name__}: {reason}); "
+                        "check the network or hub.endpoint, then run again (finished files are kept)") from None
+
+
+def bound_timeouts(seconds: float) -> None:
+    """Give every huggingface_hub request a time limit.
+
+    huggingface_hub 2.4 passes timeout=None on several calls (repo_info inside
+    snapshot_download among them), which waits forever on a server that accepts the
+    connection and never answers. A transport that fills in the missing limits makes such
+    a server an error after `seconds`, whatever the call site asked for.
+    """
+    from huggingface_hub import set_client_factory
+    from huggingface_hub.utils._http import hf_request_event_hook
+
+    try:
+        import httpx2 as httpx  # what huggingface_hub 2.x is built on
+    except ImportError:
+        import httpx
+
+    class BoundedTransport(httpx.HTTPTransport):
+        def handle_request(self, request):
+            given = request.extensions.get("timeout") or {}
+            request.extensions["timeout"] = {part: given.get(part) if given.get(part) is not None else seconds
+                                             for part in ("connect", "read", "write", "pool")}
+            return super().handle_request(request)
+
+    set_client_factory(lambda: httpx.Client(transport=BoundedTransport(), follow_redirects=True, timeout=None,
+                                             event_hooks={"request": [hf_request_event_hook]}))
+
+
+def _download_progress(emit: Emit, ref: str):
+    """A tqdm class for snapshot_download that reports finished files as events."""
+    from tqdm.auto import tqdm
+
+    class EventsTqdm(tqdm):
+        def update(self, n=1):
+            result = super().update(n)
+            emit("download", repo=ref, files_done=int(self.n), files=int(self.total or 0))
+            return result
+
+    return EventsTqdm
+
+
+def _ask_for(ref: str, repo_type: str, revision: str, endpoint: str | None) -> None:
+    """One API call that fails the way the hub means it (not found, gated, no such revision);
+    snapshot_download's dry run folds those into one generic error."""
+    from huggingface_hub import HfApi
+
+    HfApi(endpoint=endpoint).repo_info(ref, repo_type=repo_type, revision=revision)
+
+
+def fetch(ref: str, repo_type: str, revision: str, settings: HubSettings, emit: Emit | None = None) -> Path:
+    """The local folder holding `ref` (a hub id), downloading what is missing."""
+    emit = emit or (lambda *args, **kwargs: None)
+    if settings.source == "modelscope":
+        return _fetch_modelscope(ref, repo_type, revision, settings, emit)
+    from huggingface_hub import snapshot_download
+
+    bound_timeouts(settings.timeout)
+    cache = settings.cache_dir or None
+    with hub_errors(ref, repo_type, settings):
+        if settings.offline:
+            return Path(snapshot_download(ref, repo_type=repo_type, revision=revision, cache_dir=cache,
+                                          local_files_only=True))
+        endpoint = settings.endpoint.rstrip("/") or None
+        _ask_for(ref, repo_type, revision, endpoint)
+        ignore = list(OTHER_WEIGHT_FORMATS) if repo_type == "model" else None
+        plan = snapshot_download(ref, repo_type=repo_type, revision=revision, cache_dir=cache, endpoint=endpoint,
+                                 ignore_patterns=ignore, dry_run=True)
+        if repo_type == "model" and not any(f.filename.endswith(".safetensors") for f in plan):
+            ignore = None  # an older repo with .bin weights only: take those
+            plan = snapshot_download(ref, repo_type=repo_type, revision=revision, cache_dir=cache,
+                                     endpoint=endpoint, dry_run=True)
+        missing = [f for f in plan if f.will_download]
+        emit("download", repo=ref, state="start", files=len(plan), files_to_fetch=len(missing),
+             bytes_to_fetch=sum(f.file_size or 0 for f in missing), source=source_name(settings))
+        folder = snapshot_download(ref, repo_type=repo_type, revision=revision, cache_dir=cache, endpoint=endpoint,
+                                   ignore_patterns=ignore, tqdm_class=_download_progress(emit, ref))
+        emit("download", repo=ref, state="done", folder=folder)
+        return Path(folder)
+
+
+def _fetch_modelscope(ref: str, repo_type: str, revision: str, settings: HubSettings, emit: Emit) -> Path:
+    try:
+        from modelscope.hub.snapshot_download import dataset_snapshot_download, snapshot_download
+    except ImportError:
+        raise UserError("hub.source is \"modelscope\" but the modelscope package is not installed; run: "
+                        "pip install 'tui-lora[modelscope]'") from None
+    emit("download", repo=ref, state="start", source="ModelScope")
+    kwargs = dict(cache_dir=settings.cache_dir or None, local_files_only=settings.offline)
+    try:
+        if repo_type == "model":
+            folder = snapshot_download(ref, revision=None if revision == "main" else revision, **kwargs)
+        else:
+            folder = dataset_snapshot_download(ref, **kwargs)
+    except Exception as exc:  # modelscope raises plain exceptions of many kinds for a missing id or no network
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        key = "data.path" if repo_type == "dataset" else "model.name_or_path"
+        raise UserError(f"{key}: cannot fetch {ref!r} from ModelScope: {reason}") from None
+    emit("download", repo=ref, state="done", folder=str(folder))
+    return Path(folder)
+
+
+def resolve_sources(config: RunConfig, emit: Emit | None = None) -> RunConfig:
+    """The config with every hub id replaced by the local folder it was fetched into."""
+    model, tokenizer, data = config.model, config.tokenizer, config.data
+    if is_hub_id(model.name_or_path):
+        model = replace(model, name_or_path=str(fetch(model.name_or_path, "model", model.revision, config.hub, emit)))
+    if is_hub_id(tokenizer.name_or_path):
+        tokenizer = replace(tokenizer, name_or_path=str(fetch(tokenizer.name_or_path, "model", "main", config.hub,
+                                                              emit)))
+    if is_hub_id(data.path):
+        data = replace(data, path=str(fetch(data.path, "dataset", "main", config.hub, emit)))
+    return replace(config, model=model, tokenizer=tokenizer, data=data)
+
+
+def _reachable(endpoint: str, timeout: float) -> tuple[bool, float, str]:
+    """(answered, seconds, what happened) for one request to the endpoint's API."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(f"{endpoint}/api/models?limit=1", timeout=timeout) as answer:
+            status = f"HTTP {answer.status}"
+    except urllib.error.HTTPError as exc:  # it answered: reachable, even if this path is not served
+        status = f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return False, time.perf_counter() - started, str(reason)
+    return True, time.perf_counter() - started, status
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+def check_hub(config: RunConfig) -> tuple[list[str], bool]:
+    """`tui-lora hub check`: is the source reachable, do the ids exist there, how much is there to download.
+
+    Returns the report's lines and whether everything needed was found.
+    """
+    settings = config.hub
+    ids = [(kind, ref, revision) for kind, ref, revision in (
+        ("model", config.model.name_or_path, config.model.revision),
+        ("model", config.tokenizer.name_or_path, "main"),
+        ("dataset", config.data.path, "main")) if is_hub_id(ref)]
+    if not ids:
+        return ["nothing to fetch: the model and the data are local"], True
+    if settings.source == "modelscope":
+        return [f"{kind} {ref}: ModelScope is checked when the run fetches it" for kind, ref, _ in ids], True
+    if settings.source == "local":
+        return ["hub.source is \"local\": nothing is fetched"], True
+    endpoint = (settings.endpoint or "https://huggingface.co").rstrip("/")
+    lines, ok = [], True
+    if not settings.offline:
+        reachable, seconds, status = _reachable(endpoint, settings.timeout)
+        lines.append(f"endpoint {endpoint}: {'reachable' if reachable else 'NOT reachable'} "
+                     f"({status}, {seconds:.2f} s)")
+        if not reachable:
+            return lines + ["check the network, or set hub.endpoint to a mirror such as https://hf-mirror.com"], False
+    bound_timeouts(settings.timeout)
+    for kind, ref, revision in ids:
+        try:
+            with hub_errors(ref, kind, settings):
+                from huggingface_hub import snapshot_download
+
+                if not settings.offline:
+                    _ask_for(ref, kind, revision, endpoint)
+                plan = snapshot_download(ref, repo_type=kind, revision=revision, cache_dir=settings.cache_dir or None,
+                                         endpoint=None if settings.offline else endpoint, dry_run=True,
+                                         local_files_only=settings.offline,
+                                         ignore_patterns=list(OTHER_WEIGHT_FORMATS) if kind == "model" else None)
+        except UserError as exc:
+            lines.append(f"{kind} {ref}: {str(exc).split(': ', 1)[-1]}")
+            ok = False
+            continue
+        if isinstance(plan, str):  # offline: the cached snapshot folder
+            lines.append(f"{kind} {ref}: in the local cache ({plan})")
+            continue
+        missing = [f for f in plan if f.will_download]
+        total = sum(f.file_size or 0 for f in plan)
+        lines.append(f"{kind} {ref}: found, {len(plan)} files, {_size(total)}; "
+                     f"{_size(sum(f.file_size or 0 for f in missing))} to download ({len(plan) - len(missing)} cached)")
+    return lines, ok

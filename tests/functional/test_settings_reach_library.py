@@ -706,6 +706,9 @@ COVERAGE = {
     "collator.pad_to_multiple_of": "test_pad_to_multiple_of_rounds_the_batch_length",
     "collator.label_pad_token_id": "test_label_pad_token_id_fills_padded_labels",
     # [training] keys: test_every_training_field_is_covered checks the TrainingArguments table
+    "hub.source": "test_hub.py::test_sources_other_than_huggingface",
+    "hub.cache_dir": "test_hub.py::test_a_run_downloads_its_model_and_data_through_a_mirror",
+    "hub.timeout": "test_hub.py::test_missing_id_wrong_endpoint_hang_and_drop_are_one_clear_line",
     "early_stopping.enabled": "test_training.py::test_early_stopping_stops_the_run",
     "early_stopping.patience": "test_training.py::test_early_stopping_stops_the_run",
     "early_stopping.threshold": "test_training.py::test_early_stopping_stops_the_run",

@@ -239,6 +239,15 @@ def _hub(cfg: RunConfig) -> Iterator[ConfigIssue]:
     endpoint = cfg.hub.endpoint
     if endpoint and not re.match(r"^https?://[^/\s]+", endpoint):
         yield ConfigIssue("hub.endpoint", f"{endpoint!r} is not an http(s) URL; for example https://hf-mirror.com")
+    if endpoint and cfg.hub.source != "huggingface":
+        yield ConfigIssue("hub.endpoint", f"is a Hugging Face mirror, but hub.source is {cfg.hub.source!r}; "
+                                          "leave endpoint empty or set source = \"huggingface\"")
+    if cfg.hub.source == "local":
+        for key, ref in (("model.name_or_path", cfg.model.name_or_path), ("data.path", cfg.data.path),
+                         ("tokenizer.name_or_path", cfg.tokenizer.name_or_path)):
+            if ref and not is_builtin(ref) and not looks_local(ref):
+                yield ConfigIssue(key, f"{ref!r} looks like a hub id, but hub.source is \"local\"; give a local "
+                                       "path, or set hub.source to \"huggingface\" or \"modelscope\"")
 
 
 RULES = (_hub, _quantization, _precision, _length, _evaluation, _training, _report_to, _lora, _model, _data)

@@ -205,9 +205,16 @@ class EarlyStoppingSettings:
 
 @dataclass
 class HubSettings:
+    source: str = setting(
+        "huggingface", "Where hub ids are fetched from: huggingface (or a mirror of it), modelscope, or local "
+        "(local folders and files only).", choices=("huggingface", "modelscope", "local"))
     endpoint: str = setting(
         "", "Base URL of a Hugging Face mirror, e.g. https://hf-mirror.com (sets HF_ENDPOINT); empty: the official hub.")
     offline: bool = setting(False, "Use only files already in the local cache; never touch the network.")
+    timeout: float = setting(60.0, "Seconds to wait for a hub server that has stopped answering before giving up.",
+                             min=1.0)
+    cache_dir: str = setting("", "Folder for downloaded models and data; empty: the library's default cache "
+                                 "(~/.cache/huggingface/hub, or ~/.cache/modelscope).")
 
 
 @dataclass

@@ -81,7 +81,9 @@ def example_json(tokenizer, example, label_pad_token_id: int) -> str:
 def show_data(config: RunConfig, count: int | None = None, as_jsonl: bool = False, console: Console | None = None):
     """The `tui-lora data` view: the first examples in file order, then the whole data set's summary."""
     from tui_lora.engine.model import load_tokenizer
+    from tui_lora.hub import resolve_sources
 
+    config = resolve_sources(config)
     tokenizer = load_tokenizer(config)
     pad = config.collator.label_pad_token_id
     examples, report = encode_records(config, tokenizer)

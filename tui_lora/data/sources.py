@@ -52,6 +52,10 @@ def load_records(settings: DataSettings):
                 return _saved_dataset(path, settings)
             builder, files = local_data_files(path)
             _check_not_empty(files, ref)
+            if path.is_dir():
+                # datasets' own folder reading: splits from file names (train-*.parquet, test.jsonl …) and
+                # the configs of a downloaded hub repo's README, as the hub would serve them
+                return datasets.load_dataset(str(path), split=settings.split, streaming=settings.streaming)
             return datasets.load_dataset(builder, data_files={"train": files}, split=settings.split,
                                          streaming=settings.streaming)
         return datasets.load_dataset(ref, split=settings.split, streaming=settings.streaming)

@@ -95,10 +95,12 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, stop, r
     from tui_lora.engine import model as models
     from tui_lora.data.encode import DEFAULT_CHAT_TEMPLATE
     from tui_lora.engine.callbacks import DivergenceCheck, EventsCallback, GracefulStop
+    from tui_lora.hub import resolve_sources
 
     os.environ["TENSORBOARD_LOGGING_DIR"] = config.training.logging_dir or str(folder.tensorboard)
 
     models.check_hardware(config)
+    config = resolve_sources(config, events.emit)  # hub ids -> local folders, downloading what is missing
     if config.model.trust_remote_code:
         events.log("warning", f"trust_remote_code is on: Python code from {config.model.name_or_path} will run")
     events.status("loading", f"reading the configuration of {config.model.name_or_path}")
@@ -209,7 +211,8 @@ def capture_logs(folder: RunFolder, events: EventLog) -> list[tuple[logging.Logg
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     events_handler = _EventsHandler(events)
     attached = []
-    for name in ("transformers", "peft", "datasets", "accelerate", "bitsandbytes", "tui_lora", "py.warnings"):
+    for name in ("transformers", "peft", "datasets", "accelerate", "bitsandbytes", "huggingface_hub", "tui_lora",
+                 "py.warnings"):
         logger = logging.getLogger(name)
         logger.setLevel(logging.INFO)
         for handler in (file_handler, events_handler):

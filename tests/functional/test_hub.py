@@ -1,0 +1,123 @@
+"""Models and data from a hub, through a real HTTP mirror on 127.0.0.1 (tests/hub_mirror.py)."""
+
+from __future__ import annotations
+
+import socket
+import time
+import tomllib
+
+import pytest
+from conftest import tiny_run_file
+from hub_mirror import MirrorServer
+
+from tui_lora.assets import BUILTINS
+from tui_lora.cli import main
+from tui_lora.config import config_from_dict
+from tui_lora.errors import UserError
+from tui_lora.hub import fetch
+
+MODEL_ID, DATA_ID = "tui-test/tiny-chat", "tui-test/belle-sample"
+
+
+@pytest.fixture
+def online(monkeypatch):
+    """conftest makes the test process offline; these tests talk to their own server only."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+
+
+@pytest.fixture
+def repos(tmp_path):
+    data = tmp_path / "belle-repo"
+    data.mkdir()
+    lines = BUILTINS["belle-sample"].read_text(encoding="utf-8").splitlines()[:40]
+    (data / "chats.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return {("model", MODEL_ID): BUILTINS["tiny-chat"], ("dataset", DATA_ID): data}
+
+
+def hub_run(tmp_path, url, **hub):
+    return tiny_run_file(tmp_path / "run", model={"name_or_path": MODEL_ID}, data={"path": DATA_ID, "max_samples": 0},
+                         hub={"endpoint": url, "cache_dir": str(tmp_path / "cache"), "timeout": 3.0, **hub},
+                         training={"max_steps": 2, "eval_strategy": "no"} | hub.pop("training", {}))
+
+
+def test_a_run_downloads_its_model_and_data_through_a_mirror(tmp_path, online, repos, train_in_process):
+    with MirrorServer(repos) as mirror:
+        raw = hub_run(tmp_path, mirror.url)
+        raw["data"]["validation_split"] = 0.0
+        folder, result, events = train_in_process(raw)
+        paths = [path for _, path in mirror.requests]
+    assert result["step"] == 2
+    assert f"/api/models/{MODEL_ID}/revision/main" in paths
+    assert any(path.endswith("/resolve/" + MirrorServer.commit_sha("model", MODEL_ID) + "/model.safetensors")
+               or path.endswith("/resolve/main/model.safetensors") for path in paths)
+    assert any(path.startswith(f"/datasets/{DATA_ID}/resolve/") for path in paths)
+    downloads = [e for e in events if e["type"] == "download"]
+    starts = {e["repo"]: e for e in downloads if e.get("state") == "start"}
+    assert starts[MODEL_ID]["bytes_to_fetch"] > 4_000_000 and starts[DATA_ID]["files_to_fetch"] == 1
+    assert any(e.get("files_done") for e in downloads)  # per-file progress reached the event log
+    assert list((tmp_path / "cache").glob("models--tui-test--tiny-chat/snapshots/*/model.safetensors"))
+    resolved = tomllib.loads(folder.run_file.read_text())
+    assert resolved["model"]["name_or_path"] == MODEL_ID  # the run file keeps the id, not a cache path
+    assert resolved["data"]["path"] == DATA_ID
+
+    # the same run offline, with the server gone: everything comes from hub.cache_dir
+    raw = hub_run(tmp_path, "", offline=True)
+    raw["training"]["output_dir"] = str(tmp_path / "offline-run")
+    raw["data"]["validation_split"] = 0.0
+    _, result, _ = train_in_process(raw)
+    assert result["step"] == 2
+
+
+def test_missing_id_wrong_endpoint_hang_and_drop_are_one_clear_line(tmp_path, online, repos):
+    config = config_from_dict(hub_run(tmp_path, "http://127.0.0.1:9"))
+    with MirrorServer(repos) as mirror:
+        settings = config_from_dict(hub_run(tmp_path, mirror.url)).hub
+        with pytest.raises(UserError, match=f"'tui-test/nope' was not found on the mirror {mirror.url}"):
+            fetch("tui-test/nope", "model", "main", settings)
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    settings = config_from_dict(hub_run(tmp_path, f"http://127.0.0.1:{port}")).hub
+    with pytest.raises(UserError, match="model.name_or_path: .*tiny-chat.*check the network or hub.endpoint"):
+        fetch(MODEL_ID, "model", "main", settings)
+    for mode in ("hang", "drop", "error"):
+        with MirrorServer(repos, mode=mode) as mirror:
+            settings = config_from_dict(hub_run(tmp_path / mode, mirror.url)).hub
+            started = time.monotonic()
+            with pytest.raises(UserError) as caught:
+                fetch(MODEL_ID, "model", "main", settings)
+            assert time.monotonic() - started < 45, mode
+        message = str(caught.value)
+        assert message.startswith("model.name_or_path: ") and "\n" not in message, (mode, message)
+        assert "tui-test/tiny-chat" in message and mirror.url in message, (mode, message)
+    assert config.hub.timeout == 3.0
+
+
+def test_hub_check_reports_reachability_existence_and_size(tmp_path, online, repos, capsys):
+    import tomli_w
+
+    with MirrorServer(repos) as mirror:
+        run_file = tmp_path / "run.toml"
+        run_file.write_text(tomli_w.dumps(hub_run(tmp_path, mirror.url)))
+        assert main(["hub", "check", str(run_file)]) == 0
+        out = capsys.readouterr().out
+        assert f"endpoint {mirror.url}: reachable" in out
+        assert f"model {MODEL_ID}: found, " in out and "MB to download (0 cached)" in out
+        assert f"dataset {DATA_ID}: found, 1 files" in out
+        assert main(["hub", "check", str(run_file), "--set", "model.name_or_path=tui-test/missing"]) == 2
+        assert "tui-test/missing: 'tui-test/missing' was not found" in capsys.readouterr().out
+
+
+def test_sources_other_than_huggingface(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("modelscope") is None:
+        settings = config_from_dict(hub_run(tmp_path, "", source="modelscope")).hub
+        with pytest.raises(UserError, match=r"pip install 'tui-lora\[modelscope\]'"):
+            fetch("qwen/Qwen2.5-0.5B-Instruct", "model", "main", settings)
+    from tui_lora.config import ConfigError
+
+    with pytest.raises(ConfigError, match="looks like a hub id, but hub.source is \"local\""):
+        config_from_dict(hub_run(tmp_path, "", source="local"))
