@@ -44,6 +44,18 @@ def describe_model(event: Event) -> str:
             f"quantization {event.get('quantization')}")
 
 
+def describe_download(event: Event) -> str | None:
+    """A line when a download starts and ends; per-file progress only feeds the event log."""
+    if event.get("state") == "start":
+        size = event.get("bytes_to_fetch")
+        what = (f"{event.get('files_to_fetch')} of {event.get('files')} files, {size / 1e6:,.1f} MB to fetch"
+                if size is not None else "fetching")
+        return f"download: {event.get('repo')} from {event.get('source')}: {what}"
+    if event.get("state") == "done":
+        return f"download: {event.get('repo')} ready in {event.get('folder')}"
+    return None
+
+
 def describe_result(event: Event) -> str:
     metrics = event.get("metrics", {})
     parts = [f"{key} {_number(value, '.4f')}" for key, value in metrics.items()
@@ -77,6 +89,8 @@ class PlainDisplay:
             self.line(describe_model(event))
         elif kind == "result":
             self.line(describe_result(event))
+        elif kind == "download" and describe_download(event):
+            self.line(describe_download(event))
         elif kind == "log" and event.get("level") in ("warning", "error", "critical"):
             self.line(f"{event.get('level')}: {event.get('message')}")
 

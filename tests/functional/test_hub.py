@@ -121,3 +121,40 @@ def test_sources_other_than_huggingface(tmp_path):
 
     with pytest.raises(ConfigError, match="looks like a hub id, but hub.source is \"local\""):
         config_from_dict(hub_run(tmp_path, "", source="local"))
+
+
+def test_modelscope_fetches_through_its_snapshot_download(tmp_path, monkeypatch, train_in_process):
+    """modelscope is not installed on the test machines and its client cannot be pointed at a loopback
+    server, so a stand-in `modelscope` package records the calls and serves the shipped files."""
+    import sys
+    import types
+
+    calls = []
+
+    def snapshot_download(model_id, revision=None, cache_dir=None, local_files_only=False):
+        calls.append(("model", model_id, revision, cache_dir, local_files_only))
+        return str(BUILTINS["tiny-chat"])
+
+    def dataset_snapshot_download(dataset_id, cache_dir=None, local_files_only=False):
+        calls.append(("dataset", dataset_id, cache_dir, local_files_only))
+        folder = tmp_path / "ms-data"
+        folder.mkdir(exist_ok=True)
+        (folder / "chats.jsonl").write_text(BUILTINS["belle-sample"].read_text(encoding="utf-8"), encoding="utf-8")
+        return str(folder)
+
+    stand_in = types.ModuleType("modelscope.hub.snapshot_download")
+    stand_in.snapshot_download, stand_in.dataset_snapshot_download = snapshot_download, dataset_snapshot_download
+    for name, module in (("modelscope", types.ModuleType("modelscope")),
+                         ("modelscope.hub", types.ModuleType("modelscope.hub")),
+                         ("modelscope.hub.snapshot_download", stand_in)):
+        monkeypatch.setitem(sys.modules, name, module)
+
+    raw = hub_run(tmp_path, "", source="modelscope")
+    raw["model"]["name_or_path"], raw["data"]["path"] = "qwen/tiny", "someone/belle"
+    raw["data"]["validation_split"] = 0.0
+    _, result, events = train_in_process(raw)
+    assert result["step"] == 2
+    cache = str(tmp_path / "cache")
+    assert calls == [("model", "qwen/tiny", None, cache, False), ("dataset", "someone/belle", cache, False)]
+    assert [e["repo"] for e in events if e["type"] == "download" and e.get("state") == "done"] == [
+        "qwen/tiny", "someone/belle"]
