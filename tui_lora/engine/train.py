@@ -140,7 +140,8 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, stop, r
     trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; our displays read the events instead
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
-    if stop.signal:
+    # A signal that came at or after the last step stops nothing: the run is done, so save it.
+    if stop.signal and trainer.state.global_step < trainer.state.max_steps:
         events.status("interrupted", f"stopped by {stop.signal} at step {trainer.state.global_step}; "
                                      "continue with --resume", step=trainer.state.global_step)
         return {"interrupted": True, "step": trainer.state.global_step}
