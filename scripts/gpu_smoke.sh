@@ -34,4 +34,6 @@ run bf16-lora --set model.dtype=bfloat16 --set training.bf16=true
 run qlora-4bit --set model.dtype=bfloat16 --set quantization.load_in_4bit=true --set quantization.compute_dtype=bfloat16 \
   --set training.bf16=true --set training.optim=paged_adamw_8bit --set training.gradient_checkpointing=true
 run qlora-8bit --set model.dtype=float16 --set quantization.load_in_8bit=true --set training.fp16=true
+run fp16-save-head --set model.dtype=float16 --set training.fp16=true --set 'lora.target_modules=["q_proj","v_proj"]' \
+  --set 'lora.modules_to_save=["lm_head"]'
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv

@@ -199,7 +199,14 @@ def lora_config(config: RunConfig):
 def apply_lora(model, config: RunConfig):
     from peft import get_peft_model
 
-    return get_peft_model(model, lora_config(config))
+    model = get_peft_model(model, lora_config(config))
+    if config.training.fp16:
+        # fp16 mixed precision unscales gradients, which only works on float32 parameters. peft keeps
+        # LoRA weights in float32 already; full copies from modules_to_save inherit a float16 base.
+        for param in model.parameters():
+            if param.requires_grad and param.dtype != torch.float32:
+                param.data = param.data.float()
+    return model
 
 
 def count_parameters(model) -> tuple[int, int]:
