@@ -153,8 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tui-lora {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="COMMAND")
 
-    def with_preset(name: str, help: str) -> argparse.ArgumentParser:
-        sub = verbs.add_parser(name, help=help, description=help)
+    def with_preset(name: str, help: str, under=verbs) -> argparse.ArgumentParser:
+        sub = under.add_parser(name, help=help, description=help)
         sub.add_argument("preset", metavar="PRESET", help="a .toml run file, or the name of a bundled preset")
         sub.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                          help="override one field, e.g. --set lora.r=16 (repeatable)")
@@ -175,12 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     hub = verbs.add_parser("hub", help="check where models and data come from",
                            description="Check where models and data come from.")
     hub_verbs = hub.add_subparsers(dest="hub_verb", metavar="HUB_COMMAND", required=True)
-    check = hub_verbs.add_parser("check", help="is the endpoint reachable, do the ids exist, how much to download",
-                                 description="Is the endpoint reachable, do the model and data ids exist there, "
-                                             "and how much is there to download.")
-    check.add_argument("preset", metavar="PRESET", help="a .toml run file, or the name of a bundled preset")
-    check.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override one field")
-    check.set_defaults(func=cmd_hub_check)
+    with_preset("check", "is the endpoint reachable, do the model and data ids exist there, how much to download",
+                under=hub_verbs).set_defaults(func=cmd_hub_check)
 
     presets = verbs.add_parser("presets", help="list the bundled presets, or copy one out for editing",
                                description="List the bundled presets, or copy one out for editing.")
