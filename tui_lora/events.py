@@ -7,7 +7,11 @@ read. Every event has "t" (unix seconds) and "type":
   progress  step, max_steps, epoch, num_epochs, tokens_seen, elapsed
   train     step, epoch, loss, learning_rate, grad_norm, tokens_per_second
   eval      step, epoch, eval_loss and any other eval_* metric
-  data      counts from data preparation (conversations, examples, skipped, tokens)
+  data      counts from data preparation (records, examples, skipped and why, shortened, tokens)
+  download  a hub fetch: state start (files, bytes to fetch, source), files_done/files, state done (folder)
+  model     trainable and total parameters, quantisation
+  checkpoint  step and folder of each checkpoint saved
+  summary   the Trainer's closing numbers (runtime, samples per second, train loss)
   log       level and message (warnings and errors from the training process)
   result    where the adapter is and the final metrics
 Readers ignore types and keys they do not know, so the log can grow.
