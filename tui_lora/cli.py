@@ -144,6 +144,12 @@ def cmd_run(args) -> int:
 # ---------------------------------------------------------------- parsing
 
 
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tui-lora",
@@ -167,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     with_preset("validate", "check a run file without training").set_defaults(func=cmd_validate)
     data = with_preset("data", "show examples as the model sees them (trained tokens highlighted) and a summary")
-    data.add_argument("--count", type=int, metavar="N", help="examples to show (default 3; --jsonl: all)")
+    data.add_argument("--count", type=positive_int, metavar="N", help="examples to show (default 3; --jsonl: all)")
     data.add_argument("--jsonl", action="store_true", help="one JSON object per example: input_ids, labels, text")
     data.set_defaults(func=cmd_data)
     with_preset("show", "print a run file with every default filled in").set_defaults(func=cmd_show)

@@ -61,7 +61,7 @@ def hub_errors(ref: str, repo_type: str, settings: HubSettings) -> Iterator[None
     from huggingface_hub import errors
 
     where = source_name(settings)
-    key = "data.path" if repo_type == "dataset" else "model.name_or_path"
+    key = {"dataset": "data.path", "tokenizer": "tokenizer.name_or_path"}.get(repo_type, "model.name_or_path")
     try:
         yield
     except errors.GatedRepoError:
@@ -86,7 +86,7 @@ def hub_errors(ref: str, repo_type: str, settings: HubSettings) -> Iterator[None
         raise UserError(f"{key}: downloading {ref!r} from {where} failed: {reason}; check the network or "
                         "hub.endpoint, then run again (finished files are kept)") from None
     except Exception as exc:  # httpx's transport errors (timeouts, dropped connections) have no common base here
-        if type(exc).__module__.split(".")[0] not in ("httpx", "httpx2", "httpcore", "httpcore2", "requests", "urllib3"):
+        if type(exc).__module__.split(".")[0] not in ("httpx", "httpx2", "httpcore", "httpcore2"):
             raise
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{key}: downloading {ref!r} from {where} failed ({type(exc).__name__}: {reason}); "
@@ -116,8 +116,14 @@ def bound_timeouts(seconds: float) -> None:
                                              for part in ("connect", "read", "write", "pool")}
             return super().handle_request(request)
 
-    set_client_factory(lambda: httpx.Client(transport=BoundedTransport(), follow_redirects=True, timeout=None,
-                                             event_hooks={"request": [hf_request_event_hook]}))
+    def client():
+        # A client given its own transport ignores HTTPS_PROXY and friends, so mount them again.
+        proxies = httpx._utils.get_environment_proxies()
+        mounts = {pattern: BoundedTransport(proxy=url) if url else BoundedTransport() for pattern, url in proxies.items()}
+        return httpx.Client(transport=BoundedTransport(), mounts=mounts, follow_redirects=True, timeout=None,
+                            event_hooks={"request": [hf_request_event_hook]})
+
+    set_client_factory(client)
 
 
 def _download_progress(emit: Emit, ref: str):
@@ -133,41 +139,66 @@ def _download_progress(emit: Emit, ref: str):
     return EventsTqdm
 
 
-def _ask_for(ref: str, repo_type: str, revision: str, endpoint: str | None) -> None:
-    """One API call that fails the way the hub means it (not found, gated, no such revision);
-    snapshot_download's dry run folds those into one generic error."""
-    from huggingface_hub import HfApi
-
-    HfApi(endpoint=endpoint).repo_info(ref, repo_type=repo_type, revision=revision)
+# A tokenizer named on its own needs these files only, not the weights of the repo it lives in.
+TOKENIZER_PATTERNS = ["*.json", "*.model", "*.txt", "*.jinja", "*.tiktoken", "*.py"]
 
 
-def fetch(ref: str, repo_type: str, revision: str, settings: HubSettings, emit: Emit | None = None) -> Path:
-    """The local folder holding `ref` (a hub id), downloading what is missing."""
+class _Plan:
+    """What a fetch of one repo will download: the filters, and each file's size and cache state."""
+
+    def __init__(self, ref: str, kind: str, revision: str, settings: HubSettings):
+        from huggingface_hub import HfApi, snapshot_download
+
+        self.ref, self.kind, self.revision = ref, kind, revision
+        self.repo_type = "dataset" if kind == "dataset" else "model"
+        self.cache = settings.cache_dir or None
+        self.endpoint = settings.endpoint.rstrip("/") or None
+        # One API call first: it fails the way the hub means it (not found, gated, no such revision),
+        # where snapshot_download's dry run folds every failure into one generic error.
+        HfApi(endpoint=self.endpoint).repo_info(ref, repo_type=self.repo_type, revision=revision)
+        self.allow = TOKENIZER_PATTERNS if kind == "tokenizer" else None
+        self.ignore = list(OTHER_WEIGHT_FORMATS) if kind == "model" else None
+        self.files = self._dry_run(snapshot_download)
+        if kind == "model" and not any(f.filename.endswith(".safetensors") for f in self.files):
+            self.ignore = None  # an older repo with .bin weights only: take those
+            self.files = self._dry_run(snapshot_download)
+
+    def _dry_run(self, snapshot_download):
+        return snapshot_download(self.ref, **self.arguments(), dry_run=True)
+
+    def arguments(self) -> dict:
+        return dict(repo_type=self.repo_type, revision=self.revision, cache_dir=self.cache, endpoint=self.endpoint,
+                    allow_patterns=self.allow, ignore_patterns=self.ignore)
+
+    @property
+    def missing(self):
+        return [f for f in self.files if f.will_download]
+
+
+def _cached(ref: str, kind: str, revision: str, settings: HubSettings) -> Path:
+    from huggingface_hub import snapshot_download
+
+    # the same filters as the download, or a tokenizer-only snapshot counts as incomplete
+    return Path(snapshot_download(ref, repo_type="dataset" if kind == "dataset" else "model", revision=revision,
+                                  cache_dir=settings.cache_dir or None, local_files_only=True,
+                                  allow_patterns=TOKENIZER_PATTERNS if kind == "tokenizer" else None))
+
+
+def fetch(ref: str, kind: str, revision: str, settings: HubSettings, emit: Emit | None = None) -> Path:
+    """The local folder holding `ref` (a hub id of kind model, tokenizer or dataset), downloading what is missing."""
     emit = emit or (lambda *args, **kwargs: None)
     if settings.source == "modelscope":
-        return _fetch_modelscope(ref, repo_type, revision, settings, emit)
+        return _fetch_modelscope(ref, "dataset" if kind == "dataset" else "model", revision, settings, emit)
     from huggingface_hub import snapshot_download
 
     bound_timeouts(settings.timeout)
-    cache = settings.cache_dir or None
-    with hub_errors(ref, repo_type, settings):
+    with hub_errors(ref, kind, settings):
         if settings.offline:
-            return Path(snapshot_download(ref, repo_type=repo_type, revision=revision, cache_dir=cache,
-                                          local_files_only=True))
-        endpoint = settings.endpoint.rstrip("/") or None
-        _ask_for(ref, repo_type, revision, endpoint)
-        ignore = list(OTHER_WEIGHT_FORMATS) if repo_type == "model" else None
-        plan = snapshot_download(ref, repo_type=repo_type, revision=revision, cache_dir=cache, endpoint=endpoint,
-                                 ignore_patterns=ignore, dry_run=True)
-        if repo_type == "model" and not any(f.filename.endswith(".safetensors") for f in plan):
-            ignore = None  # an older repo with .bin weights only: take those
-            plan = snapshot_download(ref, repo_type=repo_type, revision=revision, cache_dir=cache,
-                                     endpoint=endpoint, dry_run=True)
-        missing = [f for f in plan if f.will_download]
-        emit("download", repo=ref, state="start", files=len(plan), files_to_fetch=len(missing),
-             bytes_to_fetch=sum(f.file_size or 0 for f in missing), source=source_name(settings))
-        folder = snapshot_download(ref, repo_type=repo_type, revision=revision, cache_dir=cache, endpoint=endpoint,
-                                   ignore_patterns=ignore, tqdm_class=_download_progress(emit, ref))
+            return _cached(ref, kind, revision, settings)
+        plan = _Plan(ref, kind, revision, settings)
+        emit("download", repo=ref, state="start", files=len(plan.files), files_to_fetch=len(plan.missing),
+             bytes_to_fetch=sum(f.file_size or 0 for f in plan.missing), source=source_name(settings))
+        folder = snapshot_download(ref, **plan.arguments(), tqdm_class=_download_progress(emit, ref))
         emit("download", repo=ref, state="done", folder=folder)
         return Path(folder)
 
@@ -199,8 +230,8 @@ def resolve_sources(config: RunConfig, emit: Emit | None = None) -> RunConfig:
     if is_hub_id(model.name_or_path):
         model = replace(model, name_or_path=str(fetch(model.name_or_path, "model", model.revision, config.hub, emit)))
     if is_hub_id(tokenizer.name_or_path):
-        tokenizer = replace(tokenizer, name_or_path=str(fetch(tokenizer.name_or_path, "model", "main", config.hub,
-                                                              emit)))
+        tokenizer = replace(tokenizer, name_or_path=str(fetch(tokenizer.name_or_path, "tokenizer", "main",
+                                                              config.hub, emit)))
     if is_hub_id(data.path):
         data = replace(data, path=str(fetch(data.path, "dataset", "main", config.hub, emit)))
     return replace(config, model=model, tokenizer=tokenizer, data=data)
@@ -218,7 +249,7 @@ def _reachable(endpoint: str, timeout: float) -> tuple[bool, float, str]:
             status = f"HTTP {answer.status}"
     except urllib.error.HTTPError as exc:  # it answered: reachable, even if this path is not served
         status = f"HTTP {exc.code}"
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, ValueError) as exc:  # ValueError: a URL urllib cannot parse
         reason = getattr(exc, "reason", exc)
         return False, time.perf_counter() - started, str(reason)
     return True, time.perf_counter() - started, status
@@ -240,7 +271,7 @@ def check_hub(config: RunConfig) -> tuple[list[str], bool]:
     settings = config.hub
     ids = [(kind, ref, revision) for kind, ref, revision in (
         ("model", config.model.name_or_path, config.model.revision),
-        ("model", config.tokenizer.name_or_path, "main"),
+        ("tokenizer", config.tokenizer.name_or_path, "main"),
         ("dataset", config.data.path, "main")) if is_hub_id(ref)]
     if not ids:
         return ["nothing to fetch: the model and the data are local"], True
@@ -260,23 +291,16 @@ def check_hub(config: RunConfig) -> tuple[list[str], bool]:
     for kind, ref, revision in ids:
         try:
             with hub_errors(ref, kind, settings):
-                from huggingface_hub import snapshot_download
-
-                if not settings.offline:
-                    _ask_for(ref, kind, revision, endpoint)
-                plan = snapshot_download(ref, repo_type=kind, revision=revision, cache_dir=settings.cache_dir or None,
-                                         endpoint=None if settings.offline else endpoint, dry_run=True,
-                                         local_files_only=settings.offline,
-                                         ignore_patterns=list(OTHER_WEIGHT_FORMATS) if kind == "model" else None)
+                if settings.offline:
+                    lines.append(f"{kind} {ref}: in the local cache ({_cached(ref, kind, revision, settings)})")
+                    continue
+                plan = _Plan(ref, kind, revision, settings)
         except UserError as exc:
             lines.append(f"{kind} {ref}: {str(exc).split(': ', 1)[-1]}")
             ok = False
             continue
-        if isinstance(plan, str):  # offline: the cached snapshot folder
-            lines.append(f"{kind} {ref}: in the local cache ({plan})")
-            continue
-        missing = [f for f in plan if f.will_download]
-        total = sum(f.file_size or 0 for f in plan)
-        lines.append(f"{kind} {ref}: found, {len(plan)} files, {_size(total)}; "
-                     f"{_size(sum(f.file_size or 0 for f in missing))} to download ({len(plan) - len(missing)} cached)")
+        total = sum(f.file_size or 0 for f in plan.files)
+        lines.append(f"{kind} {ref}: found, {len(plan.files)} files, {_size(total)}; "
+                     f"{_size(sum(f.file_size or 0 for f in plan.missing))} to download "
+                     f"({len(plan.files) - len(plan.missing)} cached)")
     return lines, ok

@@ -134,7 +134,7 @@ RESUMABLE_CHANGES = {
     "training": {"num_train_epochs", "max_steps", "eval_steps", "save_steps", "save_total_limit", "logging_steps",
                  "report_to", "per_device_eval_batch_size", "dataloader_num_workers", "eval_on_start"},
     "early_stopping": {"enabled", "patience", "threshold"},
-    "hub": {"endpoint", "offline"},
+    "hub": {"source", "endpoint", "offline", "timeout", "cache_dir"},
     "description": None,
 }
 
@@ -158,12 +158,14 @@ def _check_resume(folder: RunFolder, config, checkpoint: Path) -> None:
     """A resume must continue the same run, and that run must have steps left to train."""
     from tui_lora.config import load_run_file
 
-    if folder.run_file.exists():
-        changed = _changed_keys(load_run_file(folder.run_file), config)
+    # The run that made the checkpoint (it may live in another folder when a checkpoint path is given)
+    made_by = next((f for f in (checkpoint.parent / "run.toml", folder.run_file) if f.exists()), None)
+    if made_by is not None:
+        changed = _changed_keys(load_run_file(made_by), config)
         if changed:
-            raise UserError(f"--resume: {', '.join(changed)} differ from the run being resumed "
-                            f"({folder.run_file}); a checkpoint only continues the run that made it. Only "
-                            "the training length, evaluation, saving and logging settings may change")
+            raise UserError(f"--resume: changed since the run being resumed ({made_by}): {', '.join(changed)}; "
+                            "a checkpoint only continues the run that made it. Only the training length, "
+                            "evaluation, saving, logging and hub settings may change")
     state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
     step, epoch = state.get("global_step", 0), state.get("epoch") or 0.0
     t = config.training

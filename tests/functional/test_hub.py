@@ -158,3 +158,22 @@ def test_modelscope_fetches_through_its_snapshot_download(tmp_path, monkeypatch,
     assert calls == [("model", "qwen/tiny", None, cache, False), ("dataset", "someone/belle", cache, False)]
     assert [e["repo"] for e in events if e["type"] == "download" and e.get("state") == "done"] == [
         "qwen/tiny", "someone/belle"]
+
+
+def test_a_separate_tokenizer_fetches_no_weights_and_offline_check_reads_the_cache(tmp_path, online, repos, capsys):
+    import tomli_w
+
+    with MirrorServer(repos) as mirror:
+        raw = hub_run(tmp_path, mirror.url)
+        settings = config_from_dict(raw).hub
+        folder = fetch(MODEL_ID, "tokenizer", "main", settings)
+        assert (folder / "tokenizer.json").exists() and not (folder / "model.safetensors").exists()
+        fetch(DATA_ID, "dataset", "main", settings)
+    run_file = tmp_path / "run.toml"
+    raw["model"]["name_or_path"] = "builtin:tiny-chat"
+    raw["tokenizer"]["name_or_path"] = MODEL_ID
+    raw["hub"].update(offline=True, endpoint="")
+    run_file.write_text(tomli_w.dumps(raw))
+    assert main(["hub", "check", str(run_file)]) == 0  # the server is gone; the cache answers
+    out = capsys.readouterr().out
+    assert f"tokenizer {MODEL_ID}: in the local cache" in out and f"dataset {DATA_ID}: in the local cache" in out

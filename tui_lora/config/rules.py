@@ -13,6 +13,7 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from tui_lora.assets import BUILTINS, builtin_path, is_builtin
 from tui_lora.config.load import ConfigIssue
@@ -239,6 +240,11 @@ def _hub(cfg: RunConfig) -> Iterator[ConfigIssue]:
     endpoint = cfg.hub.endpoint
     if endpoint and not re.match(r"^https?://[^/\s]+", endpoint):
         yield ConfigIssue("hub.endpoint", f"{endpoint!r} is not an http(s) URL; for example https://hf-mirror.com")
+    elif endpoint:
+        try:
+            urlsplit(endpoint).port
+        except ValueError as exc:
+            yield ConfigIssue("hub.endpoint", f"{endpoint!r} is not a valid URL ({exc})")
     if endpoint and cfg.hub.source != "huggingface":
         yield ConfigIssue("hub.endpoint", f"is a Hugging Face mirror, but hub.source is {cfg.hub.source!r}; "
                                           "leave endpoint empty or set source = \"huggingface\"")

@@ -88,7 +88,7 @@ def show_data(config: RunConfig, count: int | None = None, as_jsonl: bool = Fals
     pad = config.collator.label_pad_token_id
     examples, report = encode_records(config, tokenizer)
     if config.data.streaming:  # no length: show what the first examples look like, count nothing
-        shown = list(examples.take(count or 3))
+        shown = examples if as_jsonl and count is None else list(examples.take(count or 3))
         lengths = [len(example["input_ids"]) for example in shown]
     else:
         split_examples(examples, config, report)  # train/eval counts as the run will see them
