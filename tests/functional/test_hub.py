@@ -177,3 +177,18 @@ def test_a_separate_tokenizer_fetches_no_weights_and_offline_check_reads_the_cac
     assert main(["hub", "check", str(run_file)]) == 0  # the server is gone; the cache answers
     out = capsys.readouterr().out
     assert f"tokenizer {MODEL_ID}: in the local cache" in out and f"dataset {DATA_ID}: in the local cache" in out
+
+
+def test_bounded_client_keeps_the_proxy_settings(monkeypatch):
+    from huggingface_hub import set_client_factory
+    from huggingface_hub.utils._http import default_client_factory, get_session
+
+    from tui_lora.hub import bound_timeouts
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    try:
+        bound_timeouts(5)
+        patterns = {pattern.pattern for pattern in get_session()._mounts}
+        assert "https://" in patterns  # requests to https hosts go through the proxy
+    finally:
+        set_client_factory(default_client_factory)
