@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from tui_lora import __version__
-from tui_lora.errors import RunFailed, UserError
+from tui_lora.errors import RunFailed, UserError, first_line
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -219,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         # Anything left is a bug or an environment problem: one line, and the traceback only on request.
         if os.environ.get("TUI_LORA_DEBUG"):
             raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"error: {type(exc).__name__}: {first} (set TUI_LORA_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(f"error: {type(exc).__name__}: {first_line(exc)} (set TUI_LORA_DEBUG=1 for the traceback)",
+              file=sys.stderr)
         return EXIT_FAILED
 
 

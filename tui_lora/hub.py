@@ -23,7 +23,7 @@ from pathlib import Path
 from tui_lora.assets import is_builtin
 from tui_lora.config.rules import looks_local
 from tui_lora.config.schema import HubSettings, RunConfig
-from tui_lora.errors import UserError
+from tui_lora.errors import UserError, first_line
 
 Emit = Callable[..., object]  # EventLog.emit, or a no-op when nobody listens
 
@@ -82,13 +82,13 @@ def hub_errors(ref: str, repo_type: str, settings: HubSettings) -> Iterator[None
         raise UserError(f"{key}: {ref!r} must be downloaded but HF_HUB_OFFLINE is set; unset it, or set "
                         "hub.offline = true with a cached copy") from None
     except (errors.HfHubHTTPError, OSError, TimeoutError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise UserError(f"{key}: downloading {ref!r} from {where} failed: {reason}; check the network or "
                         "hub.endpoint, then run again (finished files are kept)") from None
     except Exception as exc:  # httpx's transport errors (timeouts, dropped connections) have no common base here
         if type(exc).__module__.split(".")[0] not in ("httpx", "httpx2", "httpcore", "httpcore2"):
             raise
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise UserError(f"{key}: downloading {ref!r} from {where} failed ({type(exc).__name__}: {reason}); "
                         "check the network or hub.endpoint, then run again (finished files are kept)") from None
 
@@ -217,7 +217,7 @@ def _fetch_modelscope(ref: str, repo_type: str, revision: str, settings: HubSett
         else:
             folder = dataset_snapshot_download(ref, **kwargs)
     except Exception as exc:  # modelscope raises plain exceptions of many kinds for a missing id or no network
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         key = "data.path" if repo_type == "dataset" else "model.name_or_path"
         raise UserError(f"{key}: cannot fetch {ref!r} from ModelScope: {reason}") from None
     emit("download", repo=ref, state="done", folder=str(folder))

@@ -11,7 +11,7 @@ from pathlib import Path
 from tui_lora.assets import builtin_path, is_builtin
 from tui_lora.config.rules import DATA_SUFFIXES, looks_local
 from tui_lora.config.schema import DataSettings
-from tui_lora.errors import UserError
+from tui_lora.errors import UserError, first_line
 
 # datasets' builder name for each file type the run file accepts
 BUILDERS = {suffix: "json" if suffix == ".jsonl" else suffix[1:] for suffix in DATA_SUFFIXES}
@@ -64,20 +64,20 @@ def load_records(settings: DataSettings):
     except UnicodeDecodeError as exc:
         raise UserError(f"data.path: {ref!r} is not UTF-8 text (byte {exc.start}); re-save it as UTF-8") from None
     except ConnectionError as exc:  # includes huggingface_hub's OfflineModeIsEnabled
-        raise UserError(f"data.path: cannot reach {ref!r} ({_first_line(exc)}); check the network and "
+        raise UserError(f"data.path: cannot reach {ref!r} ({first_line(exc)}); check the network and "
                         "hub.endpoint, or use a local copy with hub.offline = true") from None
     except ValueError as exc:
         if "corresponds to no data" in str(exc):
             raise UserError(f"data.path: {ref!r} holds no records") from None
         # bad split names and slices arrive as ValueError; say which field to fix
-        raise UserError(f"data: cannot read {ref!r} with split {settings.split!r}: {_first_line(exc)}") from None
+        raise UserError(f"data: cannot read {ref!r} with split {settings.split!r}: {first_line(exc)}") from None
     except (FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as exc:
-        raise UserError(f"data.path: {ref!r} was not found ({_first_line(exc)})") from None
+        raise UserError(f"data.path: {ref!r} was not found ({first_line(exc)})") from None
     except datasets.exceptions.DatasetGenerationError as exc:
         cause = exc.__cause__ or exc
         if isinstance(cause, UnicodeDecodeError):
             raise UserError(f"data.path: {ref!r} is not UTF-8 text; re-save it as UTF-8") from None
-        raise UserError(f"data.path: {ref!r} could not be parsed: {_first_line(cause)}") from None
+        raise UserError(f"data.path: {ref!r} could not be parsed: {first_line(cause)}") from None
 
 
 def _saved_dataset(path: Path, settings: DataSettings):
@@ -94,8 +94,3 @@ def _saved_dataset(path: Path, settings: DataSettings):
         raise UserError(f"data.split: slicing ({settings.split!r}) is not supported for save_to_disk folders; "
                         "use data.max_samples")
     return records.to_iterable_dataset() if settings.streaming else records
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -15,7 +15,7 @@ import torch
 
 from tui_lora.assets import builtin_path, is_builtin
 from tui_lora.config.schema import RunConfig
-from tui_lora.errors import UserError
+from tui_lora.errors import UserError, first_line
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -56,8 +56,7 @@ def loading(key: str, ref: str) -> Iterator[None]:
         raise UserError(f"{key}: {ref!r} ships its own Python code; set model.trust_remote_code = true only if "
                         "you trust its authors (the code runs with your permissions)") from None
     except OSError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{key}: cannot load {ref!r}: {first}") from None
+        raise UserError(f"{key}: cannot load {ref!r}: {first_line(exc)}") from None
 
 
 def load_tokenizer(config: RunConfig):

@@ -7,7 +7,7 @@ import traceback
 
 from tui_lora.config import save_run_file
 from tui_lora.config.schema import RunConfig
-from tui_lora.errors import RunFailed, UserError
+from tui_lora.errors import RunFailed, UserError, first_line
 from tui_lora.events import EventLog, Listener
 from tui_lora.hub import apply_hub_environment
 from tui_lora.runs import RunFolder
@@ -80,7 +80,7 @@ def execute(config: RunConfig, folder: RunFolder, resume_from=None, listeners: l
     except Exception as exc:
         with open(folder.log, "a", encoding="utf-8") as handle:
             handle.write(traceback.format_exc())
-        message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        message = f"{type(exc).__name__}: {first_line(exc)}"
         events.status("failed", message)
         raise RunFailed(f"{message} (full traceback in {folder.log})") from exc
     else:
