@@ -91,9 +91,9 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, stop, r
     """Train one run into `folder`. Returns the result event; raises UserError for fixable input problems."""
     from transformers import EarlyStoppingCallback, PrinterCallback, Trainer
 
+    from tui_lora.data.encode import DEFAULT_CHAT_TEMPLATE
     from tui_lora.data.prepare import prepare_datasets
     from tui_lora.engine import model as models
-    from tui_lora.data.encode import DEFAULT_CHAT_TEMPLATE
     from tui_lora.engine.callbacks import DivergenceCheck, EventsCallback, GracefulStop
     from tui_lora.hub import resolve_sources
 
