@@ -41,31 +41,32 @@ def _check_not_empty(files: list[str], ref: str) -> None:
 
 
 def load_records(settings: DataSettings):
-    """Raw records as a datasets (Iterable)Dataset, with the split slice applied."""
+    """Raw records as a datasets (Iterable)Dataset, with the split slice applied.
+
+    data.path is a builtin or a local path here: hub ids are fetched into the cache and replaced
+    by their folder first (tui_lora.hub.resolve_sources), so every download goes through one place.
+    """
     import datasets
 
     ref = settings.path
+    if not (is_builtin(ref) or looks_local(ref)):
+        raise ValueError(f"load_records got the hub id {ref!r}; call tui_lora.hub.resolve_sources first")
+    path = builtin_path(ref) if is_builtin(ref) else Path(ref).expanduser()
     try:
-        if is_builtin(ref) or looks_local(ref):
-            path = builtin_path(ref) if is_builtin(ref) else Path(ref).expanduser()
-            if (path / "dataset_info.json").exists() and (path / "state.json").exists():
-                return _saved_dataset(path, settings)
-            builder, files = local_data_files(path)
-            _check_not_empty(files, ref)
-            if path.is_dir():
-                # datasets' own folder reading: splits from file names (train-*.parquet, test.jsonl …) and
-                # the configs of a downloaded hub repo's README, as the hub would serve them
-                return datasets.load_dataset(str(path), split=settings.split, streaming=settings.streaming)
-            return datasets.load_dataset(builder, data_files={"train": files}, split=settings.split,
-                                         streaming=settings.streaming)
-        return datasets.load_dataset(ref, split=settings.split, streaming=settings.streaming)
+        if (path / "dataset_info.json").exists() and (path / "state.json").exists():
+            return _saved_dataset(path, settings)
+        builder, files = local_data_files(path)
+        _check_not_empty(files, ref)
+        if path.is_dir():
+            # datasets' own folder reading: splits from file names (train-*.parquet, test.jsonl …) and
+            # the configs of a downloaded hub repo's README, as the hub would serve them
+            return datasets.load_dataset(str(path), split=settings.split, streaming=settings.streaming)
+        return datasets.load_dataset(builder, data_files={"train": files}, split=settings.split,
+                                     streaming=settings.streaming)
     except UserError:
         raise
     except UnicodeDecodeError as exc:
         raise UserError(f"data.path: {ref!r} is not UTF-8 text (byte {exc.start}); re-save it as UTF-8") from None
-    except ConnectionError as exc:  # includes huggingface_hub's OfflineModeIsEnabled
-        raise UserError(f"data.path: cannot reach {ref!r} ({first_line(exc)}); check the network and "
-                        "hub.endpoint, or use a local copy with hub.offline = true") from None
     except ValueError as exc:
         if "corresponds to no data" in str(exc):
             raise UserError(f"data.path: {ref!r} holds no records") from None
