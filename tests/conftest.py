@@ -16,6 +16,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_user_folders(tmp_path_factory):
+    """Presets and the recent-runs list go to temporary folders, never the real ~/.config and ~/.local/state.
+
+    Session-scoped so that module-scoped fixtures that train are covered too; subprocesses inherit it.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
+        patch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("xdg-state")))
+        yield
+
+
 def tiny_run_file(output_dir: Path, **sections) -> dict:
     """A short, fast run on the tiny model: a slice of the sample data, a few steps."""
     raw = {

@@ -17,6 +17,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from tui_lora import places
 from tui_lora.errors import UserError
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -198,4 +199,6 @@ def open_run_folder(config, resume: str | None) -> tuple[RunFolder, Path | None]
     if checkpoint is not None:
         _check_resume(folder, config, checkpoint)
     folder.acquire()
+    # Listed from the moment the folder is ours; the list shows it once the run has written its run.toml.
+    places.record_run(folder.path)
     return folder, checkpoint

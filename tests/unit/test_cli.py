@@ -8,7 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tui_lora.cli import main
+from tui_lora.places import user_presets_dir
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "transformers", "peft", "datasets", "bitsandbytes", "accelerate", "huggingface_hub")
@@ -71,3 +74,93 @@ def test_unknown_preset_name_lists_the_bundled_ones(capsys):
 def test_missing_run_file(capsys):
     assert main(["run", "missing.toml"]) == 2
     assert capsys.readouterr().err == "error: missing.toml: no such run file\n"
+
+
+# ---------------------------------------------------------------- the user's own presets
+
+
+@pytest.fixture
+def user_presets(tmp_path, monkeypatch):
+    """An empty user presets folder of this test's own, outside the home folder (so shown in full)."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    return user_presets_dir()
+
+
+def save_user_preset(folder: Path, name: str, description: str, **replace: str) -> Path:
+    text = (REPO / "presets" / "demo.toml").read_text()
+    text = text.replace(text.splitlines()[0], f'description = "{description}"')
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+def test_presets_lists_the_users_own_and_where_they_live(user_presets, capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert f"your presets ({user_presets}):\n  none yet" in out
+    assert f"tui-lora presets --copy NAME {user_presets}/" in out
+
+    save_user_preset(user_presets, "mine", "my own run")
+    save_user_preset(user_presets, "demo", "my demo")
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    bundled, yours = out.split("your presets")
+    assert "  demo " in bundled and "CPU demo" in bundled
+    assert "  mine " not in bundled
+    lines = yours.splitlines()
+    assert any(line.split() == ["mine", "my", "own", "run"] for line in lines)
+    assert any(line.split()[0] == "demo" and "(replaces the bundled one) my demo" in line for line in lines)
+
+
+def test_presets_shows_a_broken_user_preset_instead_of_failing(user_presets, capsys):
+    user_presets.mkdir(parents=True)
+    (user_presets / "broken.toml").write_text("description = \n")
+    assert main(["presets"]) == 0
+    assert "broken" in capsys.readouterr().out
+
+
+def test_copy_into_the_user_folder_before_it_exists(user_presets, capsys):
+    assert main(["presets", "--copy", "demo", f"{user_presets}/"]) == 0
+    assert (user_presets / "demo.toml").read_text() == (REPO / "presets" / "demo.toml").read_text()
+    capsys.readouterr()
+    assert main(["presets"]) == 0
+    assert "(replaces the bundled one)" in capsys.readouterr().out
+
+
+def test_validate_and_show_find_a_user_preset_by_name(user_presets, capsys):
+    save_user_preset(user_presets, "mine", "my own run", **{"r = 8": "r = 12"})
+    assert main(["validate", "mine"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("mine: ok") and "LoRA r=12" in out
+    assert main(["show", "mine"]) == 0
+    assert "r = 12" in capsys.readouterr().out
+
+
+def test_a_user_preset_wins_over_a_bundled_one_of_the_same_name(user_presets, capsys):
+    save_user_preset(user_presets, "demo", "my demo", **{"r = 8": "r = 12"})
+    assert main(["validate", "demo"]) == 0
+    assert "LoRA r=12" in capsys.readouterr().out
+
+
+def test_run_finds_a_user_preset_by_name(user_presets, tmp_path, capsys):
+    # The preset's run folder already holds a run, so `run` stops with that message before training:
+    # proof it read the user's preset, at no training cost (a real run by name is in tests/functional).
+    taken = tmp_path / "taken"
+    (taken / "adapter").mkdir(parents=True)
+    save_user_preset(user_presets, "mine", "my own run", **{'"runs/demo"': f'"{taken}"'})
+    assert main(["run", "mine"]) == 2
+    assert capsys.readouterr().err == (f"error: {taken} already holds a run; continue it with --resume, or start a "
+                                       "new one with --set training.output_dir=<new folder>\n")
+
+
+def test_unknown_preset_name_says_where_user_presets_go(user_presets, capsys):
+    assert main(["run", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith(f"; yours ({user_presets}) are none yet\n") and err.count("\n") == 1
+    save_user_preset(user_presets, "mine", "my own run")
+    assert main(["run", "nope"]) == 2
+    assert capsys.readouterr().err.endswith(f"; yours ({user_presets}) are mine\n")
