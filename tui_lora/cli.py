@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tui_lora import __version__
 from tui_lora.errors import RunFailed, UserError, first_line
+from tui_lora.places import display_path, user_presets, user_presets_dir
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -32,15 +33,36 @@ def bundled_presets() -> dict[str, Path]:
 
 
 def resolve_preset(name: str) -> Path:
-    """A run file path, or the name of a bundled preset (`tui-lora run demo`)."""
+    """A run file path, or a preset's name: the user's own (`places.user_presets_dir`), then the bundled ones.
+
+    The user's own wins a clash of names: it is the one they made or edited on purpose.
+    """
     path = Path(name).expanduser()
     if path.exists() or path.suffix == ".toml":
         return path
-    bundled = bundled_presets()
-    if name in bundled:
-        return bundled[name]
-    raise UserError(f"{name}: no such run file or bundled preset; bundled presets are "
-                    f"{', '.join(bundled) or 'none'}")
+    found = all_presets()
+    if name in found:
+        return found[name]
+    raise UserError(f"{name}: no such run file or preset; bundled presets are "
+                    f"{', '.join(bundled_presets()) or 'none'}; yours ({display_path(user_presets_dir())}) are "
+                    f"{', '.join(user_presets()) or 'none yet'}")
+
+
+def all_presets() -> dict[str, Path]:
+    """Every preset by name, the user's own replacing a bundled one of the same name."""
+    return {**bundled_presets(), **user_presets()}
+
+
+def preset_description(path: Path) -> str:
+    """A preset's top-level description; a hand-edited file that does not parse says so instead."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as handle:
+            description = tomllib.load(handle).get("description", "")
+    except (OSError, ValueError) as exc:
+        return f"(cannot read it: {first_line(exc)})"
+    return description if isinstance(description, str) else ""
 
 
 def load(args):
@@ -72,30 +94,44 @@ def cmd_show(args) -> int:
 
 
 def cmd_presets(args) -> int:
-    import tomllib
-
-    bundled = bundled_presets()
     if args.dest and not args.copy:
         raise UserError(f"presets {args.dest}: to copy a preset, name it: tui-lora presets --copy NAME {args.dest}")
     if args.copy:
-        if args.copy not in bundled:
-            raise UserError(f"presets --copy {args.copy}: no such preset; choose one of {', '.join(bundled)}")
-        dest = Path(args.dest or f"{args.copy}.toml")
-        if dest.is_dir():
-            dest = dest / f"{args.copy}.toml"
-        if dest.exists() and not args.force:
-            raise UserError(f"{dest} already exists; choose another name or add --force to replace it")
-        from tui_lora.config.write import write_atomic
-
-        write_atomic(dest, bundled[args.copy].read_text(encoding="utf-8"), overwrite=args.force)
-        print(f"copied {args.copy} to {dest}; edit it, then: tui-lora run {dest}")
-        return 0
-    for name, path in bundled.items():
-        with open(path, "rb") as handle:
-            description = tomllib.load(handle).get("description", "")
-        print(f"{name:28} {description}")
-    print(f"\n(from {presets_dir()}; copy one with: tui-lora presets --copy NAME [DEST])")
+        return copy_preset(args.copy, args.dest, args.force)
+    list_presets()
     return 0
+
+
+def copy_preset(name: str, dest_arg: str | None, force: bool) -> int:
+    found = all_presets()
+    if name not in found:
+        raise UserError(f"presets --copy {name}: no such preset; choose one of {', '.join(found)}")
+    dest = Path(dest_arg or f"{name}.toml").expanduser()
+    # "DIR/" names a folder even before it exists (the user presets folder is made on the first save)
+    if dest.is_dir() or (dest_arg or "").endswith(("/", os.sep)):
+        dest = dest / f"{name}.toml"
+    if dest.exists() and not force:
+        raise UserError(f"{dest} already exists; choose another name or add --force to replace it")
+    from tui_lora.config.write import write_atomic
+
+    write_atomic(dest, found[name].read_text(encoding="utf-8"), overwrite=force)
+    print(f"copied {name} to {dest}; edit it, then: tui-lora run {dest}")
+    return 0
+
+
+def list_presets() -> None:
+    bundled, yours, folder = bundled_presets(), user_presets(), display_path(user_presets_dir())
+    print(f"bundled presets ({presets_dir()}):")
+    for name, path in bundled.items():
+        print(f"  {name:28} {preset_description(path)}")
+    print(f"\nyour presets ({folder}):")
+    for name, path in yours.items():
+        shadows = "(replaces the bundled one) " if name in bundled else ""
+        print(f"  {name:28} {shadows}{preset_description(path)}")
+    if not yours:
+        print("  none yet")
+    print(f"\nrun one: tui-lora run NAME; copy one out for editing: tui-lora presets --copy NAME [DEST]"
+          f"\nadd your own: save it from the wizard (tui-lora), or: tui-lora presets --copy NAME {folder}/")
 
 
 def cmd_data(args) -> int:
@@ -141,6 +177,26 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_wizard(args) -> int:
+    """The Textual wizard; when the user presses Start it ends and the run goes on here, headless."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UserError("the wizard needs an interactive terminal; in scripts use tui-lora run PRESET "
+                        "(tui-lora --help lists every command)")
+    preset = resolve_preset(args.preset) if getattr(args, "preset", None) else None
+    if preset is not None:
+        from tui_lora.config.load import read_toml
+
+        read_toml(preset)  # a missing or unreadable file is one line here, not a screen of errors
+    from tui_lora.tui import run_wizard
+
+    chosen = run_wizard(preset)
+    if not chosen:
+        return 0
+    _, path = chosen
+    print(f"starting: tui-lora run {path}", file=sys.stderr)
+    return cmd_run(argparse.Namespace(preset=str(path), set=[], resume=None, plain=False))
+
+
 # ---------------------------------------------------------------- parsing
 
 
@@ -154,14 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tui-lora",
         description="LoRA and QLoRA fine-tuning of chat models from a TOML run file.",
-        epilog="Start with: tui-lora presets, then tui-lora run demo",
+        epilog="In a terminal, tui-lora alone opens the wizard. Headless: tui-lora presets, then tui-lora run demo",
     )
     parser.add_argument("--version", action="version", version=f"tui-lora {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="COMMAND")
 
     def with_preset(name: str, help: str, under=verbs) -> argparse.ArgumentParser:
         sub = under.add_parser(name, help=help, description=help)
-        sub.add_argument("preset", metavar="PRESET", help="a .toml run file, or the name of a bundled preset")
+        sub.add_argument("preset", metavar="PRESET",
+                         help="a .toml run file, or the name of a preset (yours or a bundled one)")
         sub.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                          help="override one field, e.g. --set lora.r=16 (repeatable)")
         return sub
@@ -172,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--plain", action="store_true", help="plain lines instead of progress bars")
     run.set_defaults(func=cmd_run)
     with_preset("validate", "check a run file without training").set_defaults(func=cmd_validate)
+    edit = verbs.add_parser("edit", help="open a run file in the wizard (tui-lora alone starts a new one)",
+                            description="Open a run file in the wizard.")
+    edit.add_argument("preset", metavar="PRESET", help="a .toml run file, or the name of a preset (yours or bundled)")
+    edit.set_defaults(func=cmd_wizard)
     data = with_preset("data", "show examples as the model sees them (trained tokens highlighted) and a summary")
     data.add_argument("--count", type=positive_int, metavar="N", help="examples to show (default 3; --jsonl: all)")
     data.add_argument("--jsonl", action="store_true", help="one JSON object per example: input_ids, labels, text")
@@ -184,8 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     with_preset("check", "is the endpoint reachable, do the model and data ids exist there, how much to download",
                 under=hub_verbs).set_defaults(func=cmd_hub_check)
 
-    presets = verbs.add_parser("presets", help="list the bundled presets, or copy one out for editing",
-                               description="List the bundled presets, or copy one out for editing.")
+    presets = verbs.add_parser("presets", help="list the bundled presets and your own, or copy one out for editing",
+                               description="List the bundled presets and your own, or copy one out for editing.")
     presets.add_argument("--copy", metavar="NAME", help="copy this preset")
     presets.add_argument("dest", nargs="?", metavar="DEST", help="where to copy it (default NAME.toml)")
     presets.add_argument("--force", action="store_true", help="replace DEST if it exists")
@@ -197,8 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
+        if sys.stdin.isatty() and sys.stdout.isatty():
+            args.func = cmd_wizard  # `tui-lora` alone, in a terminal: the wizard
+        else:
+            parser.print_help()
+            return 0
     try:
         return args.func(args)
     except UserError as exc:

@@ -1,0 +1,412 @@
+"""The wizard driven with key presses through Textual's pilot: the real app, real files, real probes."""
+
+from __future__ import annotations
+
+import asyncio
+import tomllib
+from pathlib import Path
+
+from tui_lora.config import load_run_file
+from tui_lora.places import user_presets_dir
+from tui_lora.tui.app import WizardApp
+from tui_lora.tui.screens.data import DataScreen
+from tui_lora.tui.screens.dialogs import ConfirmDialog, HelpDialog, SaveDialog
+from tui_lora.tui.screens.lora import LoraScreen
+from tui_lora.tui.screens.model import ModelScreen
+from tui_lora.tui.screens.quantization import QuantizationScreen
+from tui_lora.tui.screens.review import ReviewScreen
+from tui_lora.tui.screens.source import SourceScreen
+from tui_lora.tui.screens.start import StartScreen
+from tui_lora.tui.screens.training import TrainingScreen
+from tui_lora.tui.widgets.setting_field import SettingField
+
+
+def drive(scenario, preset: Path | None = None, size=(80, 24)):
+    """Run the app under the pilot, play `scenario(app, pilot)`, return what the app exited with."""
+
+    async def main():
+        app = WizardApp(preset)
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause()
+            await scenario(app, pilot)
+        return app
+
+    return asyncio.run(main())
+
+
+async def type_into(pilot, key: str, text: str) -> None:
+    """Focus a field the way Tab would land on it, clear it with keys, and type."""
+    assert pilot.app.screen.focus_key(key), f"{key} is not on {type(pilot.app.screen).__name__}"
+    await pilot.press("home", "ctrl+k", *list(text))
+    await pilot.pause()
+
+
+def field(app, key: str) -> SettingField:
+    return next(f for f in app.screen.query(SettingField) if f.key == key)
+
+
+def issue_text(app, key: str) -> str:
+    return str(field(app, key).query_one(".setting-issue").render())
+
+
+async def next_step(pilot, expected: type) -> None:
+    await pilot.press("ctrl+n")
+    await pilot.pause()
+    assert isinstance(pilot.app.screen, expected), type(pilot.app.screen).__name__
+
+
+async def settle(pilot) -> None:
+    """Wait for probes (child processes) to answer and their results to be drawn."""
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    await pilot.pause()
+
+
+def test_walk_from_start_to_a_saved_preset_with_keys(tmp_path):
+    run_folder = tmp_path / "runs" / "wizard"
+
+    async def scenario(app, pilot):
+        assert isinstance(app.screen, StartScreen)
+        await pilot.press("enter")  # "New run, from the defaults"
+        await pilot.pause()
+        assert isinstance(app.screen, ModelScreen)
+        await type_into(pilot, "model.name_or_path", "builtin:tiny-chat")
+        await type_into(pilot, "model.device_map", "cpu")
+        await next_step(pilot, SourceScreen)
+        await pilot.press("down", "enter")  # the choice list has the focus; the mirror is the second choice
+        await pilot.pause()
+        assert app.draft.get("hub.endpoint") == "https://hf-mirror.com"
+        await next_step(pilot, QuantizationScreen)
+        app.screen.query_one("#quant-choice").focus()
+        await pilot.press("down", "down", "enter")  # 4-bit
+        await pilot.pause()
+        assert app.draft.get("quantization.load_in_4bit") is True
+        await next_step(pilot, LoraScreen)
+        await type_into(pilot, "lora.r", "16")
+        await type_into(pilot, "lora.lora_alpha", "32")
+        await type_into(pilot, "lora.target_modules", "q_proj, v_proj")
+        await next_step(pilot, DataScreen)
+        await type_into(pilot, "data.path", "builtin:belle-sample")
+        await type_into(pilot, "tokenizer.max_length", "256")
+        await next_step(pilot, TrainingScreen)
+        await type_into(pilot, "training.output_dir", str(run_folder))
+        await type_into(pilot, "training.learning_rate", "1e-4")
+        await type_into(pilot, "training.max_steps", "20")
+        await next_step(pilot, ReviewScreen)
+        await type_into(pilot, "description", "made by the pilot")
+        assert "No problems" in str(app.screen.query_one("#issues-title").render())
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, SaveDialog)
+        await pilot.press("home", "ctrl+k", *"pilot-run", "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, ReviewScreen)
+        assert "tui-lora run ~" in str(app.screen.query_one("#command").render()) or \
+            "tui-lora run /" in str(app.screen.query_one("#command").render())
+        await pilot.press("ctrl+q")  # saved: quits without asking
+        await pilot.pause()
+
+    app = drive(scenario)
+    saved = user_presets_dir() / "pilot-run.toml"
+    body = tomllib.loads(saved.read_text(encoding="utf-8"))
+    assert body["description"] == "made by the pilot"
+    assert body["model"]["name_or_path"] == "builtin:tiny-chat" and body["model"]["device_map"] == "cpu"
+    assert body["hub"] == {**body["hub"], "source": "huggingface", "endpoint": "https://hf-mirror.com",
+                           "offline": False}
+    assert body["quantization"]["load_in_4bit"] is True and body["quantization"]["load_in_8bit"] is False
+    assert body["lora"]["r"] == 16 and body["lora"]["lora_alpha"] == 32
+    assert body["lora"]["target_modules"] == ["q_proj", "v_proj"]
+    assert body["data"]["path"] == "builtin:belle-sample" and body["tokenizer"]["max_length"] == 256
+    assert body["training"]["output_dir"] == str(run_folder)
+    assert body["training"]["learning_rate"] == 1e-4 and body["training"]["max_steps"] == 20
+    load_run_file(saved)  # what the wizard writes, `tui-lora run` takes unchanged
+    assert app.return_value is None
+
+
+def test_going_back_keeps_what_was_typed(tmp_path):
+    async def scenario(app, pilot):
+        await pilot.press("enter")
+        await pilot.pause()
+        await type_into(pilot, "model.name_or_path", "builtin:tiny-chat")
+        for step in (SourceScreen, QuantizationScreen, LoraScreen):
+            await next_step(pilot, step)
+        await type_into(pilot, "lora.r", "32")
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, QuantizationScreen)
+        await pilot.press("escape", "escape")
+        await pilot.pause()
+        assert isinstance(app.screen, ModelScreen)
+        assert app.screen.query_one("#model--name_or_path").value == "builtin:tiny-chat"
+        for step in (SourceScreen, QuantizationScreen, LoraScreen):
+            await next_step(pilot, step)
+        assert app.screen.query_one("#lora--r").value == "32"
+        await pilot.press("escape", "escape", "escape", "escape")
+        await pilot.pause()
+        assert isinstance(app.screen, StartScreen)
+
+    drive(scenario)
+
+
+def test_invalid_input_is_refused_on_the_field():
+    async def scenario(app, pilot):
+        await pilot.press("enter")
+        await pilot.pause()
+        await type_into(pilot, "model.name_or_path", "builtin:tiny-chat")
+        for step in (SourceScreen, QuantizationScreen, LoraScreen):
+            await next_step(pilot, step)
+        await type_into(pilot, "lora.r", "abc")
+        assert "'abc' has the wrong type; it must be an integer" in issue_text(app, "lora.r")
+        assert field(app, "lora.r").has_class("-invalid")
+        await type_into(pilot, "lora.lora_dropout", "1.5")
+        assert "too large; it must be below 1.0" in issue_text(app, "lora.lora_dropout")
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert isinstance(app.screen, LoraScreen)  # refused: the step keeps the user until it is fixed
+        assert app.focused.id == "lora--r"
+        await type_into(pilot, "lora.r", "8")
+        await type_into(pilot, "lora.lora_dropout", "0.1")
+        assert not field(app, "lora.r").has_class("-invalid")
+        await next_step(pilot, DataScreen)
+
+    drive(scenario)
+
+
+def test_a_rule_across_fields_is_flagged_as_the_user_types():
+    async def scenario(app, pilot):
+        await pilot.press("enter")
+        await pilot.pause()
+        app.push_screen(TrainingScreen())
+        await pilot.pause()
+        app.screen.focus_key("training.fp16")
+        await pilot.press("space")
+        app.screen.focus_key("training.bf16")
+        await pilot.press("space")
+        await pilot.pause()
+        assert "fp16 and bf16 are both true; choose one" in issue_text(app, "training.bf16")
+        await pilot.press("space")
+        await pilot.pause()
+        assert issue_text(app, "training.bf16") == ""
+
+    drive(scenario)
+
+
+def test_review_lists_every_problem_and_jumps_to_its_field():
+    async def scenario(app, pilot):
+        await pilot.press("enter")
+        await pilot.pause()
+        for step in (SourceScreen, QuantizationScreen, LoraScreen, DataScreen, TrainingScreen, ReviewScreen):
+            await next_step(pilot, step)
+        listing = app.screen.query_one("#issues")
+        texts = [str(listing.get_option_at_index(i).prompt) for i in range(listing.option_count)]
+        assert any(text.startswith("model.name_or_path: is required") for text in texts)
+        assert any(text.startswith("data.path: is required") for text in texts)
+        listing.focus()
+        data_issue = next(i for i, text in enumerate(texts) if text.startswith("data.path"))
+        listing.highlighted = data_issue
+        await pilot.press("enter")
+        await pilot.pause()
+        await pilot.pause()
+        assert isinstance(app.screen, DataScreen)
+        assert app.focused.id == "data--path"
+        await type_into(pilot, "data.path", "builtin:belle-sample")
+        await next_step(pilot, TrainingScreen)
+        await next_step(pilot, ReviewScreen)
+        listing = app.screen.query_one("#issues")
+        assert not any(str(listing.get_option_at_index(i).prompt).startswith("data.path")
+                       for i in range(listing.option_count))
+
+    drive(scenario)
+
+
+def hand_written(path: Path, output_dir: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "# written by hand, with comments\n"
+        "description = \"hand-written\"\n"
+        "[model]\nname_or_path = \"builtin:tiny-chat\"\ndevice_map = \"cpu\"\n"
+        "[data]\npath = \"builtin:belle-sample\"\nmax_samples = 64\n"
+        f"[training]\noutput_dir = \"{output_dir}\"\nlearning_rate = 0.0003\nmax_steps = 5\n"
+        "[early_stopping]\nenabled = true\npatience = 2\n",
+        encoding="utf-8")
+    return path
+
+
+def test_open_and_edit_an_existing_preset(tmp_path):
+    preset = hand_written(user_presets_dir() / "mine.toml", tmp_path / "run")
+    before = load_run_file(preset)
+
+    async def scenario(app, pilot):
+        options = app.screen.query_one("#start-choices")
+        index = next(i for i in range(options.option_count) if options.get_option_at_index(i).id == "user:mine")
+        options.highlighted = index
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, ModelScreen)
+        assert app.screen.query_one("#model--device_map").value == "cpu"
+        for step in (SourceScreen, QuantizationScreen, LoraScreen, DataScreen, TrainingScreen):
+            await next_step(pilot, step)
+        assert app.screen.query_one("#training--learning_rate").value == "0.0003"
+        assert app.screen.query_one("#early_stopping--enabled").value is True
+        await type_into(pilot, "training.learning_rate", "5e-5")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen.query_one("#preset-name").value == "mine"
+        assert "the preset you are editing" in str(app.screen.query_one("#save-target").render())
+        await pilot.press("enter")
+        await pilot.pause()
+        assert not app.dirty
+
+    drive(scenario)
+    after = load_run_file(preset)
+    assert after.training.learning_rate == 5e-5
+    after.training.learning_rate = before.training.learning_rate
+    assert after == before  # nothing else changed, nothing lost
+
+
+def test_the_command_line_opens_a_preset_straight_at_the_model_step(tmp_path):
+    preset = hand_written(tmp_path / "elsewhere.toml", tmp_path / "run")
+
+    async def scenario(app, pilot):
+        assert isinstance(app.screen, ModelScreen)
+        assert app.screen.query_one("#model--name_or_path").value == "builtin:tiny-chat"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        # not one of the user's presets: saving asks for a name in the presets folder
+        assert app.screen.query_one("#preset-name").value == "elsewhere"
+
+    drive(scenario, preset=preset)
+
+
+def test_saving_never_replaces_a_preset_silently(tmp_path):
+    existing = hand_written(user_presets_dir() / "taken.toml", tmp_path / "run")
+    original = existing.read_text(encoding="utf-8")
+
+    async def scenario(app, pilot):
+        await pilot.press("enter")
+        await pilot.pause()
+        await type_into(pilot, "model.name_or_path", "builtin:tiny-chat")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        await pilot.press("home", "ctrl+k", *"taken")
+        await pilot.pause()
+        assert "already exists" in str(app.screen.query_one("#save-target").render())
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmDialog)
+        await pilot.press("escape")  # keep it
+        await pilot.pause()
+        assert existing.read_text(encoding="utf-8") == original
+        assert isinstance(app.screen, SaveDialog)
+        await pilot.press("home", "ctrl+k", *"bad/name", "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, SaveDialog)  # refused, with the reason shown
+        assert "✗" in str(app.screen.query_one("#save-target").render())
+
+    drive(scenario)
+
+
+def test_quitting_with_unsaved_changes_asks_first():
+    async def scenario(app, pilot):
+        await pilot.press("enter")
+        await pilot.pause()
+        await type_into(pilot, "model.revision", "v2")
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmDialog)
+        await pilot.press("escape")  # stay
+        await pilot.pause()
+        assert isinstance(app.screen, ModelScreen) and app.is_running
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        await pilot.click("#quit")
+        await pilot.pause()
+
+    app = drive(scenario)
+    assert app.return_value is None and not app.is_running
+
+
+def test_help_opens_on_f1_for_the_focused_field():
+    async def scenario(app, pilot):
+        await pilot.press("enter")
+        await pilot.pause()
+        app.screen.focus_key("model.trust_remote_code")
+        await pilot.pause()
+        assert "model.trust_remote_code" in str(app.screen.query_one("#help-line").render())
+        await pilot.press("f1")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpDialog)
+        text = " ".join(str(static.render()) for static in app.screen.query("Static"))
+        assert "permissions" in text and "default: False" in text
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, ModelScreen)
+        await pilot.press("space")  # turning it on shows what it means
+        await pilot.pause()
+        assert app.screen.query_one("#trust-warning").display
+
+    drive(scenario)
+
+
+def test_model_probe_fills_layers_count_and_memory_without_loading_weights():
+    async def scenario(app, pilot):
+        await pilot.press("enter")
+        await pilot.pause()
+        await type_into(pilot, "model.name_or_path", "builtin:tiny-chat")
+        await pilot.pause(0.8)  # the pause in typing after which a local model is read
+        await settle(pilot)
+        info = str(app.screen.query_one("#model-info").render())
+        assert "Qwen2ForCausalLM" in info and "q_proj" in info and "lm_head" in info
+        await next_step(pilot, SourceScreen)
+        await next_step(pilot, QuantizationScreen)
+        memory = str(app.screen.query_one("#memory").render())
+        assert "4-bit" in memory and "8-bit" in memory
+        await next_step(pilot, LoraScreen)
+        choices = app.screen.query_one("#target-choices")
+        values = [choices.get_option_at_index(i).value for i in range(choices.option_count)]
+        assert values[0] == "all-linear" and "q_proj" in values and "lm_head" not in values
+        before = str(app.screen.query_one("#trainable").render())
+        await type_into(pilot, "lora.r", "16")
+        after = str(app.screen.query_one("#trainable").render())
+        assert before.startswith("Trainable parameters:") and after != before
+        choices.focus()
+        await pilot.press("enter")  # untick all-linear: an empty list is flagged on the field
+        await pilot.pause()
+        assert app.draft.get("lora.target_modules") == []
+        await pilot.press("down", "enter")  # tick q_proj
+        await pilot.pause()
+        assert app.draft.get("lora.target_modules") == ["q_proj"]
+        assert app.screen.query_one("#lora--target_modules").value == "q_proj"
+
+    drive(scenario)
+
+
+def test_data_preview_shows_the_detected_format_and_trained_tokens():
+    async def scenario(app, pilot):
+        await pilot.press("enter")
+        await pilot.pause()
+        await type_into(pilot, "model.name_or_path", "builtin:tiny-chat")
+        app.push_screen(DataScreen())
+        await pilot.pause()
+        await type_into(pilot, "data.path", "builtin:belle-sample")
+        await pilot.click("#preview")
+        await settle(pilot)
+        summary = str(app.screen.query_one("#data-summary").render())
+        assert summary.startswith("format belle")
+        example = app.screen.query_one("#data-example").render()
+        assert "trained (highlighted)" in str(example)
+
+    drive(scenario)
+
+
+def test_start_leaves_the_wizard_with_the_saved_preset(tmp_path):
+    preset = hand_written(user_presets_dir() / "ready.toml", tmp_path / "run")
+
+    async def scenario(app, pilot):
+        for step in (SourceScreen, QuantizationScreen, LoraScreen, DataScreen, TrainingScreen, ReviewScreen):
+            await next_step(pilot, step)
+        await pilot.press("ctrl+n")  # Start
+        await pilot.pause()
+
+    app = drive(scenario, preset=preset)
+    assert app.return_value == ("run", preset)

@@ -1,0 +1,203 @@
+"""The wizard: a start screen, then one screen per step, ending in a review that saves or starts.
+
+The app owns the draft run file and what is known about the model (from a probe in a
+child process); screens read both and send edits back through `edit`. Moving forward
+pushes the next step, Esc pops back, and the review can pop straight to any field.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import App
+from textual.binding import Binding
+from textual.message import Message
+from textual.worker import get_current_worker
+
+from tui_lora.tui.draft import Draft
+from tui_lora.tui.screens.data import DataScreen
+from tui_lora.tui.screens.dialogs import ConfirmDialog, HelpDialog, SaveDialog
+from tui_lora.tui.screens.lora import LoraScreen
+from tui_lora.tui.screens.model import ModelScreen
+from tui_lora.tui.screens.quantization import QuantizationScreen
+from tui_lora.tui.screens.review import ReviewScreen
+from tui_lora.tui.screens.source import SourceScreen
+from tui_lora.tui.screens.start import StartScreen
+from tui_lora.tui.screens.step import StepScreen
+from tui_lora.tui.screens.training import TrainingScreen
+
+STEPS: tuple[type[StepScreen], ...] = (ModelScreen, SourceScreen, QuantizationScreen, LoraScreen, DataScreen,
+                                       TrainingScreen, ReviewScreen)
+# Keys without a field of their own are edited on the step of their section.
+SECTION_STEPS = {"model": ModelScreen, "tokenizer": DataScreen, "hub": SourceScreen,
+                 "quantization": QuantizationScreen, "lora": LoraScreen, "data": DataScreen,
+                 "collator": DataScreen, "training": TrainingScreen, "early_stopping": TrainingScreen}
+
+# What decides the model probe's answer: a change to any of these asks again.
+MODEL_KEYS = ("model.name_or_path", "model.revision", "model.trust_remote_code", "hub.source", "hub.endpoint",
+              "hub.offline", "hub.cache_dir")
+
+
+@dataclass
+class ProbeAnswered(Message):
+    kind: str
+    key: tuple
+    answer: dict
+
+
+def step_for(key: str) -> type[StepScreen]:
+    for step in STEPS:
+        if key in step.FIELDS:
+            return step
+    return SECTION_STEPS.get(key.split(".", 1)[0], ReviewScreen)
+
+
+class WizardApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "tui-lora"
+    ENABLE_COMMAND_PALETTE = False  # every action has a key in the footer; the palette only adds noise
+    BINDINGS = [
+        Binding("ctrl+s", "save", "Save"),
+        Binding("f1", "help", "Help"),
+        Binding("question_mark", "help", "Help", show=False),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    def __init__(self, preset: Path | None = None) -> None:
+        super().__init__()
+        self.draft = Draft()
+        self.preset_path: Path | None = None  # the user's preset this draft is saved as
+        self.dirty = False
+        self.focused_key = ""
+        self.probes: dict[str, tuple[tuple, dict]] = {}  # kind -> (what was asked, the answer)
+        self._asking: dict[str, tuple] = {}
+        self._open_first = preset
+
+    def on_mount(self) -> None:
+        self.push_screen(StartScreen())
+        if self._open_first is not None:
+            self.begin(Draft.from_file(self._open_first), self._open_first)
+
+    # ------------------------------------------------------------ the draft
+
+    def begin(self, draft: Draft, preset_path: Path | None) -> None:
+        """Start editing: a new draft from the start screen (or the command line)."""
+        from tui_lora.places import user_presets_dir
+
+        self.draft = draft
+        owned = preset_path is not None and preset_path.resolve().parent == user_presets_dir().resolve()
+        self.preset_path = preset_path if owned else None
+        self.dirty = False
+        self.probes.clear()
+        self.push_screen(STEPS[0]())
+
+    def edit(self, key: str, value: Any) -> bool:
+        changed = self.draft.set(key, value)
+        self.dirty |= changed
+        return changed
+
+    # ------------------------------------------------------------ moving between steps
+
+    def next_step(self, screen: StepScreen) -> None:
+        position = STEPS.index(type(screen))
+        if position + 1 < len(STEPS):
+            self.push_screen(STEPS[position + 1]())
+
+    def jump_to(self, key: str) -> None:
+        """From the review, back to the step that edits `key`, with that field focused."""
+        target = step_for(key)
+        while not isinstance(self.screen, (target, StartScreen)):
+            self.pop_screen()
+        if isinstance(self.screen, StepScreen):
+            self.call_after_refresh(self.screen.focus_key, key)
+
+    # ------------------------------------------------------------ probes (child processes)
+
+    def probe_key(self, kind: str) -> tuple:
+        if kind == "model":
+            return tuple(repr(self.draft.get(key)) for key in MODEL_KEYS)
+        return (self.draft.to_toml(),)
+
+    def known(self, kind: str) -> dict | None:
+        """The latest answer for the draft as it is now, or None."""
+        asked = self.probes.get(kind)
+        return asked[1] if asked and asked[0] == self.probe_key(kind) else None
+
+    def asking(self, kind: str) -> bool:
+        return self._asking.get(kind) == self.probe_key(kind)
+
+    def ask(self, kind: str) -> None:
+        """Start a probe for the current draft unless one is already on its way."""
+        key = self.probe_key(kind)
+        if self._asking.get(kind) == key:
+            return
+        self._asking[kind] = key
+        self._probe(kind, key, copy.deepcopy(self.draft.raw))
+
+    @work(thread=True, group="probes")
+    def _probe(self, kind: str, key: tuple, raw: dict) -> None:
+        worker = get_current_worker()
+        try:
+            from tui_lora.probe import run_probe
+
+            answer = run_probe(kind, raw, cancelled=lambda: worker.is_cancelled)
+        except Exception as exc:  # a bug here must show as a message on the step, not end the wizard
+            answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        if not worker.is_cancelled:
+            self.post_message(ProbeAnswered(kind, key, answer))
+
+    @on(ProbeAnswered)
+    def _answered(self, message: ProbeAnswered) -> None:
+        if self._asking.get(message.kind) == message.key:
+            del self._asking[message.kind]
+        self.probes[message.kind] = (message.key, message.answer)
+        if isinstance(self.screen, StepScreen):
+            self.screen.probe_answered(message.kind)
+
+    # ------------------------------------------------------------ saving, help, quitting
+
+    def action_save(self, then_start: bool = False) -> None:
+        def saved(path: Path | None) -> None:
+            if path is None:
+                return
+            self.preset_path, self.dirty = path, False
+            self.notify(f"saved {path}", title="Preset saved")
+            if isinstance(self.screen, StepScreen):
+                self.screen.draft_changed()
+            if then_start:
+                self.start_run()
+
+        self.push_screen(SaveDialog(self.draft, self.preset_path), saved)
+
+    def start_run(self) -> None:
+        """Leave the wizard and run the saved preset in this terminal (`tui-lora run PRESET`)."""
+        if self.draft.check.issues:
+            self.notify("fix the problems listed on the review first", severity="error")
+            return
+        if self.preset_path is None or self.dirty:
+            self.action_save(then_start=True)
+            return
+        self.exit(("run", self.preset_path))
+
+    def action_help(self) -> None:
+        if self.focused_key and isinstance(self.screen, StepScreen):
+            self.push_screen(HelpDialog(self.focused_key, self.draft.get(self.focused_key)))
+
+    async def action_quit(self) -> None:
+        if not self.dirty:
+            self.exit()
+            return
+
+        def answered(choice: str | None) -> None:
+            if choice == "quit":
+                self.exit()
+            elif choice == "save":
+                self.action_save()
+
+        self.push_screen(ConfirmDialog("The run file has changes that are not saved.",
+                                       [("save", "Save…"), ("quit", "Quit without saving"), ("stay", "Stay")]),
+                         answered)

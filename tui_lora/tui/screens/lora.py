@@ -1,0 +1,134 @@
+"""Step 4: the adapter — rank, scale, dropout, which layers, and how many parameters that trains."""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.widgets import SelectionList, Static
+from textual.widgets.selection_list import Selection
+
+from tui_lora.tui.screens.step import StepScreen
+from tui_lora.tui.widgets.setting_field import SettingField
+
+ALL_LINEAR = "all-linear"
+
+
+def alpha_hint(r, alpha) -> str:
+    if not isinstance(r, int) or isinstance(r, bool) or r < 1:
+        return ""
+    if alpha in (r, 2 * r):
+        return f"alpha {alpha} = {'2·r' if alpha == 2 * r else 'r'}: scale {alpha / r:g}"
+    return f"suggested alpha: {2 * r} (2·r) or {r} (r)"
+
+
+class LoraScreen(StepScreen):
+    TITLE = "LoRA"
+    FIELDS = ("lora.r", "lora.lora_alpha", "lora.lora_dropout", "lora.bias", "lora.target_modules",
+              "lora.use_rslora", "lora.use_dora", "lora.modules_to_save")
+
+    def body(self) -> ComposeResult:
+        yield self.setting("lora.r")
+        yield self.setting("lora.lora_alpha")
+        yield Static("", id="alpha-hint", markup=False)
+        for key in ("lora.lora_dropout", "lora.bias", "lora.target_modules"):
+            yield self.setting(key)
+        yield SelectionList(id="target-choices", compact=True)
+        for key in ("lora.use_rslora", "lora.use_dora", "lora.modules_to_save"):
+            yield self.setting(key)
+        yield Static("", id="trainable", markup=False)
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        if self.app.known("model") is None and self.draft.get("model.name_or_path"):
+            self.app.ask("model")
+        self._fill_choices()
+        self.draft_changed()
+
+    def probe_answered(self, kind: str) -> None:
+        if kind == "model":
+            self._fill_choices()
+            self._show_trainable()
+
+    def draft_changed(self, key: str | None = None) -> None:
+        self.query_one("#alpha-hint", Static).update(alpha_hint(self.draft.get("lora.r"),
+                                                                self.draft.get("lora.lora_alpha")))
+        if key == "lora.target_modules":
+            self._tick_choices()
+        self._show_trainable()
+
+    # ------------------------------------------------------------ target modules
+
+    def _module_names(self) -> list[str]:
+        info = self.app.known("model")
+        if not info or not info.get("ok"):
+            return []
+        output = info.get("output_layer")
+        return list(dict.fromkeys(entry["name"] for entry in info["linear"] if entry["name"] != output))
+
+    def _fill_choices(self) -> None:
+        """The model's real layer names as ticks; without them the text field above is the way in."""
+        choices = self.query_one("#target-choices", SelectionList)
+        names = self._module_names()
+        choices.display = bool(names)
+        choices.clear_options()
+        choices.add_options([Selection(f"{ALL_LINEAR} (every linear layer but the output)", ALL_LINEAR)]
+                            + [Selection(name, name) for name in names])
+        if names:
+            choices.highlighted = 0  # so Enter or Space acts at once when Tab lands here
+        self._tick_choices()
+
+    def _wanted(self) -> set[str]:
+        """The ticks the draft's target_modules stands for."""
+        targets = self.draft.get("lora.target_modules")
+        wanted = {ALL_LINEAR} if targets == ALL_LINEAR else set(targets if isinstance(targets, list) else [])
+        return wanted & ({ALL_LINEAR} | set(self._module_names()))
+
+    def _tick_choices(self) -> None:
+        choices = self.query_one("#target-choices", SelectionList)
+        wanted = self._wanted()
+        for name in [ALL_LINEAR] + self._module_names():
+            if name in wanted:
+                choices.select(name)
+            else:
+                choices.deselect(name)
+
+    @on(SelectionList.SelectedChanged, "#target-choices")
+    def _ticked(self, event: SelectionList.SelectedChanged) -> None:
+        selected = list(event.selection_list.selected)
+        if set(selected) == self._wanted():
+            return  # the echo of _tick_choices, or a tick that changes nothing
+        before = self.draft.get("lora.target_modules")
+        if ALL_LINEAR in selected and (before != ALL_LINEAR or len(selected) == 1):
+            value = ALL_LINEAR
+        else:
+            # Ticking a name while all-linear is on means the user wants a list instead.
+            value = [name for name in self._module_names() if name in selected]
+        if self.app.edit("lora.target_modules", value):
+            for field in self.query(SettingField):
+                if field.key == "lora.target_modules":
+                    field.show(value)
+            self.refresh_issues()
+            self._tick_choices()
+            self._show_trainable()
+
+    # ------------------------------------------------------------ size
+
+    def _show_trainable(self) -> None:
+        line = self.query_one("#trainable", Static)
+        info = self.app.known("model")
+        if info is None:
+            line.update("reading the model's config to count trainable parameters…" if self.app.asking("model")
+                        else "Choose a model on the Model step to see how many parameters this trains.")
+            return
+        if not info.get("ok"):
+            line.update(f"No parameter count: {info.get('error')}")
+            return
+        if self.draft.check.blocking(self.FIELDS):
+            line.update("Trainable parameters: fix the values above first.")
+            return
+        from tui_lora.estimate import format_count, trainable_parameters
+
+        trainable = trainable_parameters(info, self.draft.check.config.lora)
+        total = info["parameters"]
+        line.update(f"Trainable parameters: {format_count(trainable)} of {format_count(total)} "
+                    f"({trainable / total:.3%}), computed from the model's config without loading it")

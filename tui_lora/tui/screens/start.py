@@ -1,0 +1,80 @@
+"""The first screen: a new run, a preset (bundled or the user's own), or a recent run folder."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from textual import on
+from textual.app import ComposeResult
+from textual.content import Content
+from textual.screen import Screen
+from textual.widgets import Footer, OptionList, Static
+from textual.widgets.option_list import Option
+
+from tui_lora.errors import UserError
+from tui_lora.tui.draft import Draft
+
+
+def _label(name: str, path: Path) -> str:
+    """One line per preset: its name, then as much of its description as fits beside it."""
+    description = _description(path)
+    if len(description) > 44:
+        description = description[:43].rstrip() + "…"
+    return f"  {name:28} {description}"
+
+
+def _description(path: Path) -> str:
+    try:
+        with open(path, "rb") as handle:
+            text = tomllib.load(handle).get("description", "")
+    except (OSError, tomllib.TOMLDecodeError):
+        return "(cannot be read)"
+    return text if isinstance(text, str) else ""
+
+
+class StartScreen(Screen):
+    def compose(self) -> ComposeResult:
+        from tui_lora.cli import bundled_presets
+        from tui_lora.places import display_path, recent_runs, user_presets, user_presets_dir
+
+        self.choices: dict[str, Path | None] = {"new": None}
+        options: list[Option | None] = [Option("New run, from the defaults", id="new"), None,
+                                        Option(Content.from_markup("[b]Bundled presets[/b]"), disabled=True)]
+        for name, path in bundled_presets().items():
+            options.append(self._option(f"bundled:{name}", path, _label(name, path)))
+        options += [None, Option(Content.from_markup("[b]Your presets[/b]  in $where", where=display_path(user_presets_dir())),
+                                     disabled=True)]
+        mine = user_presets()
+        if not mine:
+            options.append(Option("  none yet: save one from the review step (Ctrl+S)", disabled=True))
+        for name, path in mine.items():
+            options.append(self._option(f"user:{name}", path, _label(name, path)))
+        runs = recent_runs()
+        if runs:
+            options += [None, Option(Content.from_markup("[b]Recent run folders[/b]"), disabled=True)]
+        for folder in runs:
+            options.append(self._option(f"run:{folder}", folder / "run.toml", f"  {display_path(folder)}"))
+        yield Static("[b]tui-lora[/b]   LoRA and QLoRA fine-tuning of chat models. Choose where to start:",
+                     id="step-title")
+        yield OptionList(*options, id="start-choices")
+        yield Static("Enter: open · the next steps go through the model, source, quantisation, LoRA, data and "
+                     "training settings, then a review that saves a preset or starts the run.", id="help-line")
+        yield Footer()
+
+    def _option(self, option_id: str, path: Path, label: str) -> Option:
+        self.choices[option_id] = path
+        return Option(Content(label), id=option_id)  # plain text: a description may hold [brackets]
+
+    @on(OptionList.OptionSelected, "#start-choices")
+    def _chosen(self, event: OptionList.OptionSelected) -> None:
+        path = self.choices.get(event.option.id or "")
+        if path is None:
+            self.app.begin(Draft(), None)
+            return
+        try:
+            draft = Draft.from_file(path)
+        except UserError as exc:
+            self.notify(str(exc), title="Cannot open", severity="error")
+            return
+        self.app.begin(draft, path)

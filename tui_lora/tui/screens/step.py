@@ -1,0 +1,138 @@
+"""What every wizard step shares: a title, its settings, a help line, Back and Next.
+
+A step lists the run-file keys it edits in FIELDS; the base class builds a SettingField
+for each, keeps their problem lines current as the draft changes, and refuses to move
+on while one of them holds a value its field cannot take.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual import events, on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.content import Content
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Input, Static
+
+from tui_lora.tui.widgets.setting_field import SettingField
+
+STEP_TITLES = ("Model", "Source", "Quantisation", "LoRA", "Data", "Training", "Review")
+
+
+class StepScreen(Screen):
+    TITLE: ClassVar[str] = ""
+    FIELDS: ClassVar[tuple[str, ...]] = ()
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("ctrl+n", "next", "Next"),
+    ]
+
+    @property
+    def draft(self):
+        return self.app.draft
+
+    @property
+    def number(self) -> int:
+        return STEP_TITLES.index(self.TITLE) + 1
+
+    def compose(self) -> ComposeResult:
+        yield Static(self._title_line(), id="step-title")
+        body = VerticalScroll(id="step-body")
+        body.can_focus = False  # Tab goes straight to the first setting, not to the scroll area
+        with body:
+            yield from self.body()
+        yield Static("", id="help-line")
+        with Horizontal(id="step-buttons"):
+            yield Button("‹ Back", id="back", compact=True)
+            yield Button("Next ›", id="next", compact=True, variant="primary")
+        yield Footer()
+
+    def _title_line(self) -> Content:
+        """"tui-lora  4/7  Model › Source › … › Review" with this step in bold: where am I, what is left."""
+        parts = [Content.styled("tui-lora", "bold"), Content(f"  {self.number}/{len(STEP_TITLES)}  ")]
+        for position, title in enumerate(STEP_TITLES):
+            if position:
+                parts.append(Content(" › "))
+            parts.append(Content.styled(title, "bold reverse") if title == self.TITLE else Content(title))
+        return Content.assemble(*parts)
+
+    def body(self) -> ComposeResult:
+        for key in self.FIELDS:
+            yield self.setting(key)
+
+    def setting(self, key: str, **options) -> SettingField:
+        return SettingField(key, self.draft.get(key), **options)
+
+    def on_mount(self) -> None:
+        self.refresh_issues()
+
+    def on_screen_resume(self) -> None:
+        # Another step (or the review's jump) may have changed values shown here.
+        for field in self.query(SettingField):
+            field.show(self.draft.get(field.key))
+        self.refresh_issues()
+        self.draft_changed()
+
+    # ------------------------------------------------------------ the draft
+
+    @on(SettingField.Edited)
+    def _edited(self, event: SettingField.Edited) -> None:
+        if self.app.edit(event.key, event.value):
+            self.refresh_issues()
+            self.draft_changed(event.key)
+
+    def refresh_issues(self) -> None:
+        check = self.draft.check
+        for field in self.query(SettingField):
+            field.show_issues(check.for_key(field.key))
+
+    def draft_changed(self, key: str | None = None) -> None:
+        """Hook for steps that show something derived from the draft (estimates, hints)."""
+
+    def probe_answered(self, kind: str) -> None:
+        """Hook for steps that show what a probe found (the model's layers, a data preview)."""
+
+    # ------------------------------------------------------------ help
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        field = next((node for node in event.widget.ancestors_with_self if isinstance(node, SettingField)), None)
+        if field is not None:
+            self.app.focused_key = field.key
+            self.query_one("#help-line", Static).update(f"{field.key}: {field.help}  (F1: more)")
+
+    @on(Input.Submitted)
+    def _enter_moves_on(self, event: Input.Submitted) -> None:
+        self.focus_next()
+
+    def focus_key(self, key: str) -> bool:
+        fields = [field for field in self.query(SettingField) if field.key == key]
+        if not fields:
+            return False
+        fields[0].editor.focus()
+        fields[0].scroll_visible()
+        return True
+
+    # ------------------------------------------------------------ moving
+
+    @on(Button.Pressed, "#back")
+    def _back_pressed(self) -> None:
+        self.action_back()
+
+    @on(Button.Pressed, "#next")
+    def _next_pressed(self) -> None:
+        self.action_next()
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_next(self) -> None:
+        keys = [field.key for field in self.query(SettingField)]
+        blocking = self.draft.check.blocking(keys)
+        if blocking:
+            self.notify(f"{blocking[0]}", title="Fix this first", severity="error")
+            self.focus_key(blocking[0].key)
+            return
+        self.app.next_step(self)
