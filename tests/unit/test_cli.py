@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tui_lora.cli import main
+from conftest import run_cli
 from tui_lora.places import user_presets_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -164,3 +165,13 @@ def test_unknown_preset_name_says_where_user_presets_go(user_presets, capsys):
     save_user_preset(user_presets, "mine", "my own run")
     assert main(["run", "nope"]) == 2
     assert capsys.readouterr().err.endswith(f"; yours ({user_presets}) are mine\n")
+
+
+def test_without_a_terminal_the_wizard_is_not_started():
+    # tui-lora alone in a pipe or a script: the help, not a full-screen app that cannot draw
+    bare = run_cli()
+    assert bare.returncode == 0 and "usage: tui-lora" in bare.stdout
+    edit = run_cli("edit", "demo")
+    assert edit.returncode == 2 and edit.stderr.strip().splitlines() == [
+        "error: the wizard needs an interactive terminal; in scripts use tui-lora run PRESET "
+        "(tui-lora --help lists every command)"]

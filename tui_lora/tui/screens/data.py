@@ -37,11 +37,15 @@ class DataScreen(StepScreen):
     def body(self) -> ComposeResult:
         yield self.setting("data.path", label="path",
                            placeholder="data.jsonl, a folder, BelleGroup/multiturn_chat_0.8M or builtin:belle-sample")
-        for key in self.FIELDS[1:]:
+        for key in self.FIELDS[1:7]:
             yield self.setting(key)
+        # The preview sits right after the settings that change what it shows; the rest are for tuning.
         yield Button("Preview", id="preview", compact=True)
         yield Static(PREVIEW_HINT, id="data-summary", markup=False)
         yield Static("", id="data-example")
+        yield Static("More data settings", classes="group-title")
+        for key in self.FIELDS[7:]:
+            yield self.setting(key)
 
     @on(Button.Pressed, "#preview")
     def _preview(self) -> None:
@@ -50,7 +54,7 @@ class DataScreen(StepScreen):
             return
         self.app.ask("data")
         self.query_one("#data-summary", Static).update("reading and encoding the first records…")
-        self.query_one("#data-example", Static).update("")
+        self.query_one("#data-example", Static).display = False
 
     def probe_answered(self, kind: str) -> None:
         if kind == "data":
@@ -59,7 +63,7 @@ class DataScreen(StepScreen):
     def draft_changed(self, key: str | None = None) -> None:
         if key is not None and self.app.known("data") is None and not self.app.asking("data"):
             self.query_one("#data-summary", Static).update(PREVIEW_HINT)
-            self.query_one("#data-example", Static).update("")
+            self.query_one("#data-example", Static).display = False
 
     def _show_preview(self) -> None:
         from rich.text import Text
@@ -71,11 +75,12 @@ class DataScreen(StepScreen):
             return
         self.query_one("#data-summary", Static).update(describe_data(answer))
         examples = answer.get("examples") or []
-        if not answer.get("ok") or not examples:
-            self.query_one("#data-example", Static).update("")
+        example = self.query_one("#data-example", Static)
+        example.display = bool(answer.get("ok") and examples)
+        if not example.display:
             return
         first = examples[0]
         title = Text(f"example 1: {first['tokens']} tokens, {first['trained']} trained (highlighted)\n",
                      style="bold")
-        self.query_one("#data-example", Static).update(title + example_text(
-            (text, trained) for text, trained in first["segments"]))
+        example.update(title + example_text((text, trained) for text, trained in first["segments"]))
+        self.call_after_refresh(example.scroll_visible)
