@@ -147,7 +147,7 @@ class RichDisplay(PlainDisplay):
             self.progress.stats = describe_train(event)
             self.progress.refresh()
             return
-        if kind == "status" and event.get("state") in ("saving", "finished", "failed", "interrupted"):
+        if kind == "status" and event.get("state") in ("saving", "finished", "failed", "interrupted", "aborted"):
             self.close()
         super().__call__(event)
 

@@ -3,6 +3,7 @@
     run.toml        the resolved run file (every default filled in)
     events.jsonl    the event log (tui_lora.events)
     train.log       everything the training process logged
+    console.log     what a detached run (tui-lora run --detach) printed: its stdout and stderr
     checkpoint-N/   Trainer checkpoints (adapter, optimizer, scheduler, RNG state)
     adapter/        the final adapter with its tokenizer and chat template
     tensorboard/    TensorBoard logs
@@ -33,6 +34,7 @@ class RunFolder:
     adapter = property(lambda self: self.path / "adapter")
     tensorboard = property(lambda self: self.path / "tensorboard")
     lock_file = property(lambda self: self.path / ".lock")
+    console_log = property(lambda self: self.path / "console.log")
 
     def holds_training(self) -> bool:
         """True once a run here has saved anything trained (a checkpoint or an adapter).
@@ -89,6 +91,11 @@ class RunFolder:
         if self._lock_owner() == os.getpid():
             self.lock_file.unlink(missing_ok=True)
 
+    def owner(self) -> int | None:
+        """The pid of the live process holding this folder's lock, or None when no run is active here."""
+        owner = self._lock_owner()
+        return owner if owner is not None and _alive(owner) else None
+
     def _lock_owner(self) -> int | None:
         try:
             return int(self.lock_file.read_text().strip())
@@ -102,8 +109,18 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass  # another user's process: it exists
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """True for a process that has exited but whose parent has not collected it yet (Linux; False elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2:][:1] == b"Z"  # the state follows the command name in parentheses
 
 
 # ---------------------------------------------------------------- starting a run

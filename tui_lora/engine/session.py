@@ -14,7 +14,11 @@ from tui_lora.runs import RunFolder
 
 
 class Interrupted(Exception):
-    """The run stopped on a signal (exit status 130)."""
+    """The run stopped on a signal (exit status 130); state is "interrupted" (Ctrl+C) or "aborted" (SIGTERM)."""
+
+    def __init__(self, message: str, state: str = "interrupted"):
+        super().__init__(message)
+        self.state = state
 
 
 class StopRequest:
@@ -23,6 +27,9 @@ class StopRequest:
     Before training starts there is nothing to save, so a signal stops at once. Once the
     Trainer runs, the first signal only asks it to save a checkpoint after the current step
     and stop (callbacks.GracefulStop reads `signal`); a second Ctrl+C stops at once.
+
+    Ctrl+C is a person at the terminal ("interrupted"); SIGTERM is someone stopping the run from
+    elsewhere, such as the UI's abort or `kill PID` on a detached run ("aborted"). Both exit with 130.
     """
 
     def __init__(self, events: EventLog):
@@ -30,6 +37,10 @@ class StopRequest:
         self.signal: str | None = None
         self.training = False
         self._previous: dict[int, object] = {}
+
+    @property
+    def state(self) -> str:
+        return "aborted" if self.signal == "SIGTERM" else "interrupted"
 
     def install(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -72,11 +83,11 @@ def execute(config: RunConfig, folder: RunFolder, resume_from=None, listeners: l
         raise
     except KeyboardInterrupt:
         if stop.training:
-            message = "stopped at once by a second Ctrl+C; the last complete checkpoint is intact"
+            message = "stopped at once by a second signal; the last complete checkpoint is intact"
         else:
             message = f"stopped by {stop.signal or 'SIGINT'} before training started; nothing was trained"
-        events.status("interrupted", message)
-        raise Interrupted(message) from None
+        events.status(stop.state, message)
+        raise Interrupted(message, stop.state) from None
     except Exception as exc:
         with open(folder.log, "a", encoding="utf-8") as handle:
             handle.write(traceback.format_exc())
@@ -85,7 +96,16 @@ def execute(config: RunConfig, folder: RunFolder, resume_from=None, listeners: l
         raise RunFailed(f"{message} (full traceback in {folder.log})") from exc
     else:
         if result.get("interrupted"):
-            raise Interrupted(f"stopped at step {result['step']} after saving a checkpoint; continue with --resume")
+            step, latest = result["step"], folder.latest_checkpoint()
+            if latest is not None and latest.name == f"checkpoint-{step}":
+                saved = f"checkpoint saved at step {step}; continue with --resume"
+            elif latest is not None:
+                saved = f"no checkpoint at step {step}; --resume continues from {latest.name}"
+            else:
+                saved = "no checkpoint was saved, so a new run starts from the beginning"
+            message = f"stopped by {stop.signal} at step {step}; {saved}"
+            events.status(stop.state, message, step=step)
+            raise Interrupted(message, stop.state)
         events.status("finished", f"adapter saved to {folder.adapter}", adapter=str(folder.adapter))
         return result
     finally:
