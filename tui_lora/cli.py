@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 from tui_lora import __version__
@@ -157,6 +158,8 @@ def cmd_hub_check(args) -> int:
 
 
 def cmd_run(args) -> int:
+    if getattr(args, "detach", False):
+        return run_detached(args)
     from tui_lora.runs import open_run_folder, resolve_paths
 
     config = resolve_paths(load(args))
@@ -169,7 +172,7 @@ def cmd_run(args) -> int:
         execute(config, folder, checkpoint, listeners=[display])
     except Interrupted as exc:
         display.close()
-        print(f"interrupted: {exc}; run folder {folder.path}", file=sys.stderr)
+        print(f"{exc.state}: {exc}; run folder {folder.path}", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         display.close()  # closing twice is harmless; the bars must be gone before any message
@@ -177,8 +180,71 @@ def cmd_run(args) -> int:
     return 0
 
 
+def run_detached(args) -> int:
+    from tui_lora.launch import start_detached
+
+    run = start_detached(resolve_preset(args.preset), args.set or [], args.resume)
+    print(f"started in the background: run folder {run.folder} (pid {run.pid})")
+    print(f"watch: tui-lora attach {run.folder}    list: tui-lora runs    "
+          f"stop: kill {run.pid} (saves a checkpoint first)")
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from tui_lora.run_status import is_run_folder, read_status
+
+    if args.folders:
+        folders = [Path(folder).expanduser().absolute() for folder in args.folders]
+        for folder in folders:
+            if not is_run_folder(folder):
+                raise UserError(f"{folder}: not a run folder (no run.toml or events.jsonl in it)")
+    else:
+        from tui_lora.places import recent_runs
+
+        folders = recent_runs(limit=20)
+    statuses = [read_status(folder) for folder in folders]
+    if args.json:
+        import json
+
+        from tui_lora.run_status import status_to_dict
+
+        for status in statuses:
+            print(json.dumps(status_to_dict(status), ensure_ascii=False))
+        return 0
+    if not statuses:
+        print("no runs yet; start one with: tui-lora run demo (add --detach to keep it running in the background)")
+        return 0
+    print_runs(statuses)
+    return 0
+
+
+def print_runs(statuses) -> None:
+    """A table of runs: rich on a terminal, aligned plain text anywhere else."""
+    from tui_lora.run_status import progress_text
+
+    header = ("state", "progress", "started", "loss", "folder")
+    rows = []
+    for status in statuses:
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(status.started)) if status.started else "-"
+        state = status.state if status.pid is None else f"{status.state} (pid {status.pid})"
+        loss = f"{status.loss:.4f}" if isinstance(status.loss, (int, float)) else "-"
+        rows.append((state, progress_text(status), started, loss, display_path(status.folder)))
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*header, box=None, header_style="bold")
+        for row in rows:
+            table.add_row(*row)
+        Console().print(table)
+        return
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+
+
 def cmd_wizard(args) -> int:
-    """The Textual wizard; when the user presses Start it ends and the run goes on here, headless."""
+    """The Textual wizard; Start launches the run in its own process and shows it on the run screen."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UserError("the wizard needs an interactive terminal; in scripts use tui-lora run PRESET "
                         "(tui-lora --help lists every command)")
@@ -189,12 +255,27 @@ def cmd_wizard(args) -> int:
         read_toml(preset)  # a missing or unreadable file is one line here, not a screen of errors
     from tui_lora.tui import run_wizard
 
-    chosen = run_wizard(preset)
-    if not chosen:
-        return 0
-    _, path = chosen
-    print(f"starting: tui-lora run {path}", file=sys.stderr)
-    return cmd_run(argparse.Namespace(preset=str(path), set=[], resume=None, plain=False))
+    return _left(run_wizard(preset))
+
+
+def cmd_attach(args) -> int:
+    folder = Path(args.folder).expanduser().absolute()
+    if not (folder / "events.jsonl").is_file():
+        what = "does not exist" if not folder.exists() else "is not a run folder (it has no events.jsonl)"
+        raise UserError(f"{args.folder} {what}; tui-lora runs lists the run folders")
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UserError("attach needs an interactive terminal; in scripts use tui-lora runs, or read "
+                        f"{folder / 'events.jsonl'}")
+    from tui_lora.tui import run_attached
+
+    return _left(run_attached(folder))
+
+
+def _left(chosen) -> int:
+    """After the full-screen app: a run left running is still there, and this says how to get back to it."""
+    if chosen and chosen[0] == "left":
+        print(f"the run goes on in the background; watch it again with: tui-lora attach {chosen[1]}")
+    return 0
 
 
 # ---------------------------------------------------------------- parsing
@@ -227,12 +308,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
                      help="continue the run in training.output_dir from its latest checkpoint, or from CHECKPOINT")
     run.add_argument("--plain", action="store_true", help="plain lines instead of progress bars")
+    run.add_argument("--detach", action="store_true",
+                     help="run in the background, apart from this terminal (it survives logout and a lost SSH "
+                          "session); output goes to console.log in the run folder")
     run.set_defaults(func=cmd_run)
     with_preset("validate", "check a run file without training").set_defaults(func=cmd_validate)
     edit = verbs.add_parser("edit", help="open a run file in the wizard (tui-lora alone starts a new one)",
                             description="Open a run file in the wizard.")
     edit.add_argument("preset", metavar="PRESET", help="a .toml run file, or the name of a preset (yours or bundled)")
     edit.set_defaults(func=cmd_wizard)
+    attach = verbs.add_parser("attach", help="watch a run (running or finished): progress, loss plot, log",
+                              description="Watch a run folder's progress, loss plot and log; leaving keeps the run going.")
+    attach.add_argument("folder", metavar="RUN_FOLDER", help="the run's training.output_dir")
+    attach.set_defaults(func=cmd_attach)
     data = with_preset("data", "show examples as the model sees them (trained tokens highlighted) and a summary")
     data.add_argument("--count", type=positive_int, metavar="N", help="examples to show (default 3; --jsonl: all)")
     data.add_argument("--jsonl", action="store_true", help="one JSON object per example: input_ids, labels, text")
@@ -251,6 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
     presets.add_argument("dest", nargs="?", metavar="DEST", help="where to copy it (default NAME.toml)")
     presets.add_argument("--force", action="store_true", help="replace DEST if it exists")
     presets.set_defaults(func=cmd_presets)
+
+    runs = verbs.add_parser("runs", help="list runs: state, progress, when started, loss (recent ones, or FOLDER ...)",
+                            description="List runs: the given run folders, or the recent ones.")
+    runs.add_argument("folders", nargs="*", metavar="FOLDER", help="run folders (default: the 20 most recent runs)")
+    runs.add_argument("--json", action="store_true", help="one JSON object per run, for scripts")
+    runs.set_defaults(func=cmd_runs)
     return parser
 
 

@@ -3,10 +3,12 @@
 The training process appends; the headless display, the TUI and `tui-lora runs`
 read. Every event has "t" (unix seconds) and "type":
   status    state (starting, loading, preparing_data, training, saving, finished,
-            failed, interrupted) and message
+            failed, interrupted (Ctrl+C), aborted (SIGTERM)) and message
   progress  step, max_steps, epoch, num_epochs, tokens_seen, elapsed
-  train     step, epoch, loss, learning_rate, grad_norm, tokens_per_second
+  train     step, epoch, loss, learning_rate, grad_norm, tokens_per_second, and on a GPU
+            gpu_memory / gpu_memory_reserved (peak bytes so far)
   eval      step, epoch, eval_loss and any other eval_* metric
+  early_stopping  step, evaluations_without_improvement, patience (after each evaluation)
   data      counts from data preparation (records, examples, skipped and why, shortened, tokens)
   download  a hub fetch: state start (files, bytes to fetch, source), files_done/files, state done (folder)
   model     trainable and total parameters, quantisation
@@ -44,6 +46,9 @@ class EventLog:
         self.path = path
         self.listeners = list(listeners or [])
         self._handle = open(path, "a", encoding="utf-8") if path else None
+        if self._handle and self._handle.tell() and not _ends_with_newline(path):
+            # the last writer was killed in the middle of a line: end it, so our first event is a line of its own
+            self._handle.write("\n")
 
     def emit(self, type: str, **fields: Any) -> Event:
         event = {"t": round(time.time(), 3), "type": type, **{k: _clean(v) for k, v in fields.items()}}
@@ -66,6 +71,12 @@ class EventLog:
             self._handle = None
 
 
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        handle.seek(-1, 2)
+        return handle.read(1) == b"\n"
+
+
 def read_events(path: Path) -> Iterator[Event]:
     """Events from a log; a torn last line (the writer was killed mid-write) is skipped."""
     if not path.exists():
@@ -78,3 +89,38 @@ def read_events(path: Path) -> Iterator[Event]:
                 continue
             if isinstance(event, dict):
                 yield event
+
+
+class EventTail:
+    """New events from a log that another process is still writing, read from where the last read stopped.
+
+    Only whole lines are taken: a line the writer has not finished yet waits for the next read.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.offset = 0
+        self._partial = b""
+
+    def read(self, limit: int = 4 << 20) -> list[Event]:
+        """Events appended since the last call (at most about `limit` bytes of them per call)."""
+        try:
+            with open(self.path, "rb") as handle:
+                if handle.seek(0, 2) < self.offset:  # the log was replaced: start again
+                    self.offset, self._partial = 0, b""
+                handle.seek(self.offset)
+                chunk = handle.read(limit)
+        except OSError:
+            return []
+        self.offset += len(chunk)
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()
+        events = []
+        for line in lines:
+            try:
+                event = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+        return events

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import tomllib
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from tui_lora.tui.screens.lora import LoraScreen
 from tui_lora.tui.screens.model import ModelScreen
 from tui_lora.tui.screens.quantization import QuantizationScreen
 from tui_lora.tui.screens.review import ReviewScreen
+from tui_lora.tui.screens.run import RunScreen
 from tui_lora.tui.screens.source import SourceScreen
 from tui_lora.tui.screens.start import StartScreen
 from tui_lora.tui.screens.training import TrainingScreen
@@ -399,14 +401,25 @@ def test_data_preview_shows_the_detected_format_and_trained_tokens():
     drive(scenario)
 
 
-def test_start_leaves_the_wizard_with_the_saved_preset(tmp_path):
+def test_start_runs_the_preset_in_its_own_process_and_shows_it(tmp_path):
     preset = hand_written(user_presets_dir() / "ready.toml", tmp_path / "run")
 
     async def scenario(app, pilot):
         for step in (SourceScreen, QuantizationScreen, LoraScreen, DataScreen, TrainingScreen, ReviewScreen):
             await next_step(pilot, step)
         await pilot.press("ctrl+n")  # Start
+        deadline = time.monotonic() + 60
+        while not isinstance(app.screen, RunScreen):
+            assert time.monotonic() < deadline, "the run screen never came"
+            await pilot.pause(0.2)
+        screen = app.screen
+        while not screen.progress.final:
+            assert time.monotonic() < deadline + 120, "the run never ended"
+            await pilot.pause(0.25)
+        assert screen.progress.state == "finished" and screen.progress.step == 5
+        await pilot.press("ctrl+q")  # the run is over: leaving says nothing more
         await pilot.pause()
 
     app = drive(scenario, preset=preset)
-    assert app.return_value == ("run", preset)
+    assert app.return_value is None
+    assert (tmp_path / "run" / "adapter").is_dir()

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "transformers", "peft", "datasets", "bitsandbytes", "accelerate", "huggingface_hub")
 
 
-def test_help_validate_show_and_presets_import_no_ml_library():
+def test_help_validate_show_presets_and_runs_import_no_ml_library():
     script = (
         "import sys, json, contextlib, io\n"
         "from tui_lora.cli import main\n"
@@ -29,13 +29,13 @@ def test_help_validate_show_and_presets_import_no_ml_library():
         "    except SystemExit:\n"
         "        pass\n"
         "    codes = [main(['validate', 'presets/demo.toml']), main(['show', 'demo', '--set', 'lora.r=4']),\n"
-        "             main(['presets'])]\n"
+        "             main(['presets']), main(['runs']), main(['runs', '--json'])]\n"
         f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
         "print(json.dumps({'codes': codes, 'heavy': heavy}))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
     report = json.loads(result.stdout.splitlines()[-1])
-    assert report == {"codes": [0, 0, 0], "heavy": []}
+    assert report == {"codes": [0, 0, 0, 0, 0], "heavy": []}
 
 
 def test_help_is_quick():

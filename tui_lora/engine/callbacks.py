@@ -13,8 +13,9 @@ from tui_lora.events import EventLog
 class EventsCallback(TrainerCallback):
     """Turns the Trainer's progress and logs into events.jsonl lines."""
 
-    def __init__(self, events: EventLog):
+    def __init__(self, events: EventLog, early_stopping=None):
         self.events = events
+        self.early_stopping = early_stopping
         self.num_epochs = 0
         self.started = time.monotonic()
         self.last_tokens = (0, self.started)  # (tokens seen, when) at the previous train log
@@ -45,13 +46,28 @@ class EventsCallback(TrainerCallback):
             self.last_tokens = (state.num_input_tokens_seen, now)
             self.events.emit("train", step=state.global_step, epoch=epoch, loss=logs["loss"],
                              learning_rate=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"),
-                             tokens_per_second=round(rate, 1))
+                             tokens_per_second=round(rate, 1), **_gpu_memory())
         elif "train_runtime" in logs:
             self.events.emit("summary", step=state.global_step, **{k: v for k, v in logs.items()
                                                                     if isinstance(v, (int, float))})
 
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self.early_stopping is not None:
+            self.events.emit("early_stopping", step=state.global_step,
+                             evaluations_without_improvement=self.early_stopping.early_stopping_patience_counter,
+                             patience=self.early_stopping.early_stopping_patience)
+
     def on_save(self, args, state, control, **kwargs):
         self.events.emit("checkpoint", step=state.global_step, path=f"checkpoint-{state.global_step}")
+
+
+def _gpu_memory() -> dict:
+    """Peak GPU memory so far, in bytes, when training on a CUDA GPU (nothing on a CPU)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    return {"gpu_memory": torch.cuda.max_memory_allocated(), "gpu_memory_reserved": torch.cuda.max_memory_reserved()}
 
 
 class GracefulStop(TrainerCallback):

@@ -124,10 +124,11 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, stop, r
                 quantization="8bit" if config.quantization.load_in_8bit else
                 "4bit" if config.quantization.load_in_4bit else "none")
 
-    callbacks = [EventsCallback(events), GracefulStop(stop), DivergenceCheck()]
-    if config.early_stopping.enabled:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping.patience,
-                                               early_stopping_threshold=config.early_stopping.threshold))
+    early = (EarlyStoppingCallback(early_stopping_patience=config.early_stopping.patience,
+                                   early_stopping_threshold=config.early_stopping.threshold)
+             if config.early_stopping.enabled else None)
+    # EventsCallback comes after early stopping, so the counter it reports is already updated.
+    callbacks = [GracefulStop(stop), DivergenceCheck(), *([early] if early else []), EventsCallback(events, early)]
     trainer = Trainer(
         model=model,
         args=training_arguments(config, folder),
@@ -141,9 +142,8 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, stop, r
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
     # A signal that came at or after the last step stops nothing: the run is done, so save it.
+    # (the session reports the stop: it knows which signal it was)
     if stop.signal and trainer.state.global_step < trainer.state.max_steps:
-        events.status("interrupted", f"stopped by {stop.signal} at step {trainer.state.global_step}; "
-                                     "continue with --resume", step=trainer.state.global_step)
         return {"interrupted": True, "step": trainer.state.global_step}
 
     events.status("saving", f"saving the adapter to {folder.adapter}")

@@ -14,3 +14,10 @@ def run_wizard(preset: Path | None = None):
     from tui_lora.tui.app import WizardApp
 
     return WizardApp(preset).run()
+
+
+def run_attached(folder: Path):
+    """The run screen for one run folder; returns ("left", folder) when the user leaves a live run."""
+    from tui_lora.tui.attach import AttachApp
+
+    return AttachApp(folder).run()

@@ -174,20 +174,50 @@ class WizardApp(App):
         self.push_screen(SaveDialog(self.draft, self.preset_path), saved)
 
     def start_run(self) -> None:
-        """Leave the wizard and run the saved preset in this terminal (`tui-lora run PRESET`)."""
+        """Save if needed, start the run in its own process, and watch it on the run screen."""
         if self.draft.check.issues:
             self.notify("fix the problems listed on the review first", severity="error")
             return
         if self.preset_path is None or self.dirty:
             self.action_save(then_start=True)
             return
-        self.exit(("run", self.preset_path))
+        self.notify("starting the training process…", title="Start")
+        self._launch(self.preset_path)
+
+    def resume_run(self, folder: Path) -> None:
+        """Go on from a stopped run's latest checkpoint, with the run file it recorded."""
+        self.notify(f"resuming {folder.name} from its latest checkpoint…", title="Resume")
+        self._launch(folder / "run.toml", "latest")
+
+    @work(thread=True, group="launch", exclusive=True)
+    def _launch(self, preset: Path, resume: str | None = None) -> None:
+        from tui_lora.launch import start_detached
+
+        try:
+            started = start_detached(preset, resume=resume)
+        except Exception as exc:  # a UserError or RunFailed is one line; anything else is shown the same way
+            from tui_lora.errors import first_line
+
+            self.call_from_thread(self.notify, first_line(exc), title="The run did not start", severity="error",
+                                  timeout=15)
+            return
+        self.call_from_thread(self.watch_run, started.folder)
+
+    def watch_run(self, folder: Path) -> None:
+        from tui_lora.tui.screens.run import RunScreen
+
+        self.push_screen(RunScreen(folder))
 
     def action_help(self) -> None:
         if self.focused_key and isinstance(self.screen, StepScreen):
             self.push_screen(HelpDialog(self.focused_key, self.draft.get(self.focused_key)))
 
     async def action_quit(self) -> None:
+        from tui_lora.tui.screens.run import RunScreen
+
+        if isinstance(self.screen, RunScreen):
+            self.screen.action_leave()  # the run goes on; say how to come back
+            return
         if not self.dirty:
             self.exit()
             return

@@ -14,6 +14,7 @@ from textual.widgets.option_list import Option
 
 from tui_lora.errors import UserError
 from tui_lora.tui.draft import Draft
+from tui_lora.tui.screens.dialogs import ConfirmDialog
 
 
 def _label(name: str, path: Path) -> str:
@@ -22,6 +23,19 @@ def _label(name: str, path: Path) -> str:
     if len(description) > 44:
         description = description[:43].rstrip() + "…"
     return f"  {name:28} {description}"
+
+
+def _run_label(folder: Path) -> str:
+    from tui_lora.places import display_path
+    from tui_lora.run_status import progress_text, read_status
+
+    status = read_status(folder)
+    return f"  {status.state:12} {progress_text(status):22} {display_path(folder)}"
+
+
+def resumable(status) -> bool:
+    """A run that stopped before its end and left a checkpoint to go on from."""
+    return status.state in ("interrupted", "aborted", "died", "failed") and status.latest_checkpoint is not None
 
 
 def _description(path: Path) -> str:
@@ -54,7 +68,7 @@ class StartScreen(Screen):
         if runs:
             options += [None, Option(Content.from_markup("[b]Recent run folders[/b]"), disabled=True)]
         for folder in runs:
-            options.append(self._option(f"run:{folder}", folder / "run.toml", f"  {display_path(folder)}"))
+            options.append(self._option(f"run:{folder}", folder / "run.toml", _run_label(folder)))
         yield Static("[b]tui-lora[/b]   LoRA and QLoRA fine-tuning of chat models. Choose where to start:",
                      id="step-title")
         yield OptionList(*options, id="start-choices")
@@ -68,13 +82,40 @@ class StartScreen(Screen):
 
     @on(OptionList.OptionSelected, "#start-choices")
     def _chosen(self, event: OptionList.OptionSelected) -> None:
-        path = self.choices.get(event.option.id or "")
+        option_id = event.option.id or ""
+        path = self.choices.get(option_id)
         if path is None:
             self.app.begin(Draft(), None)
-            return
+        elif option_id.startswith("run:"):
+            self._run_chosen(path.parent)
+        else:
+            self._open(path)
+
+    def _open(self, path: Path) -> None:
         try:
             draft = Draft.from_file(path)
         except UserError as exc:
             self.notify(str(exc), title="Cannot open", severity="error")
             return
         self.app.begin(draft, path)
+
+    def _run_chosen(self, folder: Path) -> None:
+        """A recent run: watch it, resume it when it stopped early, or start a new run from its settings."""
+        from tui_lora.run_status import progress_text, read_status
+
+        status = read_status(folder)
+        answers = [("watch", "Watch")]
+        if resumable(status):
+            answers.append(("resume", f"Resume from {status.latest_checkpoint.name}"))
+        answers += [("edit", "New run from its settings"), ("cancel", "Cancel")]
+
+        def answered(choice: str | None) -> None:
+            if choice == "watch":
+                self.app.watch_run(folder)
+            elif choice == "resume":
+                self.app.resume_run(folder)
+            elif choice == "edit":
+                self._open(folder / "run.toml")
+
+        self.app.push_screen(ConfirmDialog(f"{folder}: {status.state}, {progress_text(status)}. "
+                                           f"{status.message}".strip(), answers), answered)

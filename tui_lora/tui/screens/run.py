@@ -1,0 +1,194 @@
+"""Watching a run: progress, loss plot and log, read from the run folder's event log.
+
+The screen holds nothing of the training but a file offset: the run is its own process,
+so leaving (or losing the SSH connection) changes nothing for it, and attaching later
+replays the log from the start so the plot and the counters come back whole.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Log, ProgressBar, Static
+
+from tui_lora.events import EventTail
+from tui_lora.tui.run_model import RunProgress
+from tui_lora.tui.screens.dialogs import ConfirmDialog
+from tui_lora.tui.widgets.loss_plot import LossPlot
+
+POLL_SECONDS = 0.25  # how often the log is read and the screen redrawn: at most 4 times a second
+LOG_LINES = 5000     # the log pane keeps this many lines; the full log stays in the run folder
+
+
+def clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def number(value, fmt: str) -> str:
+    return format(value, fmt) if value is not None else "-"
+
+
+def next_steps(adapter: str) -> list[str]:
+    return ["next steps:",
+            f"  the adapter is in {adapter} (with its tokenizer and chat template)",
+            f"  load it: PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(BASE), \"{adapter}\")",
+            "  list runs: tui-lora runs"]
+
+
+class RunScreen(Screen):
+    BINDINGS = [
+        Binding("a", "abort", "Abort"),
+        Binding("l", "leave", "Leave (the run goes on)"),
+        Binding("end", "follow_log", "Follow log", show=False),
+    ]
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__()
+        self.folder = Path(folder)
+        self.progress = RunProgress()
+        self.tail = EventTail(self.folder / "events.jsonl")
+        self._owner_checked = 0.0
+        self._alive = True
+        self._abort_sent = False
+
+    def compose(self) -> ComposeResult:
+        from tui_lora.places import display_path
+
+        yield Static(f"[b]tui-lora[/b]  run  {display_path(self.folder)}", id="step-title", markup=True)
+        with Horizontal(classes="bar-row"):
+            yield Static("steps", classes="bar-label")
+            yield ProgressBar(id="steps-bar", show_eta=False)
+            yield Static("", id="steps-text", markup=False)
+        with Horizontal(classes="bar-row"):
+            yield Static("epoch", classes="bar-label")
+            yield ProgressBar(id="epoch-bar", show_eta=False)
+            yield Static("", id="epoch-text", markup=False)
+        yield Static("", id="run-state", markup=False)
+        yield Static("", id="run-stats", markup=False)
+        yield LossPlot(id="loss-plot")
+        yield Log(id="run-log", max_lines=LOG_LINES, auto_scroll=True)
+        with Horizontal(id="step-buttons"):
+            yield Button("Abort", id="abort", compact=True, variant="error")
+            yield Button("Leave", id="leave", compact=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._poll()
+        self.set_interval(POLL_SECONDS, self._poll)
+
+    # ------------------------------------------------------------ reading the log
+
+    def _poll(self) -> None:
+        events = self.tail.read()
+        lines: list[str] = []
+        for event in events:
+            for level, text in self.progress.apply(event):
+                lines.append(text if level == "info" else f"{level}: {text}")
+            if event.get("type") == "status" and event.get("state") == "finished":
+                lines += next_steps(self.progress.adapter or str(self.folder / "adapter"))
+        if lines:
+            self.query_one("#run-log", Log).write_lines(lines)
+        now = time.monotonic()
+        if now - self._owner_checked > 2.0:  # a process check is cheap, but not worth doing 4 times a second
+            self._owner_checked = now
+            self._alive = self._run_alive()
+        if events or not self._alive:
+            self._draw(plot=bool(events))
+
+    def _run_alive(self) -> bool:
+        from tui_lora.runs import RunFolder
+
+        return RunFolder(self.folder).owner() is not None
+
+    # ------------------------------------------------------------ drawing
+
+    def _draw(self, plot: bool) -> None:
+        p = self.progress
+        steps = self.query_one("#steps-bar", ProgressBar)
+        steps.update(total=p.max_steps or None, progress=p.step)
+        self.query_one("#steps-text", Static).update(
+            f"{p.step}/{p.max_steps or '?'}  {clock(p.elapsed)} elapsed  ETA {clock(p.eta)}")
+        self.query_one("#epoch-bar", ProgressBar).update(total=1.0, progress=p.epoch_fraction)
+        self.query_one("#epoch-text", Static).update(
+            f"{p.epoch:.2f} of {p.num_epochs:g}" if p.num_epochs else "-")
+        self.query_one("#run-state", Static).update(self._state_line())
+        stats = (f"loss {number(p.loss, '.4f')}  lr {number(p.learning_rate, '.2e')}  "
+                 f"grad {number(p.grad_norm, '.3g')}  {number(p.tokens_per_second, ',.0f')} tok/s")
+        if p.gpu_memory is not None:
+            stats += f"  GPU {p.gpu_memory / 2**30:.1f} GiB"
+        if p.eval_loss is not None:
+            stats += f"\neval_loss {p.eval_loss:.4f} at step {p.eval_step}"
+        if p.early_stopping is not None:
+            waited, patience = p.early_stopping
+            stats += f"  early stopping {waited}/{patience} evaluations without improvement"
+        if p.checkpoints:
+            stats += f"  checkpoints at {', '.join(str(step) for step in p.checkpoints[-4:])}"
+        self.query_one("#run-stats", Static).update(stats)
+        if plot:
+            self.query_one("#loss-plot", LossPlot).show(p.train_points, p.eval_points)
+        running = not p.final and self._alive
+        if self.query_one("#abort", Button).display != running:
+            self.query_one("#abort", Button).display = running
+            self.refresh_bindings()
+
+    def check_action(self, action: str, parameters) -> bool | None:
+        if action == "abort":
+            return not self.progress.final and self._alive  # nothing to abort: the key leaves the footer
+        return True
+
+    def _state_line(self) -> str:
+        p = self.progress
+        if p.state == "finished":
+            metrics = (p.result or {}).get("metrics", {})
+            loss = f" · eval_loss {metrics['eval_loss']:.4f}" if isinstance(metrics.get("eval_loss"), float) else ""
+            return f"✓ finished at step {p.step}{loss} · adapter: {p.adapter}"
+        if p.state in ("interrupted", "aborted"):
+            return f"■ {p.state}: {p.message}"
+        if p.state == "failed":
+            return f"✗ failed: {p.message} (full log: {self.folder / 'train.log'})"
+        if not self._alive and p.state != "new":
+            return (f"✗ the training process is gone without saying why (killed, or the machine restarted) at "
+                    f"step {p.step}; continue from the last checkpoint with tui-lora run {self.folder / 'run.toml'} "
+                    "--resume")
+        if p.state == "new":
+            return "waiting for the run to start…"
+        return f"● {p.state}: {p.message}"
+
+    # ------------------------------------------------------------ actions
+
+    @on(Button.Pressed, "#abort")
+    def action_abort(self) -> None:
+        if self.progress.final or not self._alive:
+            self.notify("the run is not running", severity="warning")
+            return
+
+        def answered(choice: str | None) -> None:
+            if choice != "abort":
+                return
+            from tui_lora.launch import abort
+
+            pid = abort(self.folder)
+            self._abort_sent = pid is not None
+            self.notify("stop requested: a checkpoint is saved after the current step, then the run ends"
+                        if pid else "no training process holds this run folder", title="Abort")
+
+        self.app.push_screen(ConfirmDialog("Abort the run? It saves a checkpoint after the current step and stops; "
+                                           "tui-lora run … --resume continues it later.",
+                                           [("abort", "Abort the run"), ("keep", "Keep training")]), answered)
+
+    @on(Button.Pressed, "#leave")
+    def action_leave(self) -> None:
+        self.app.exit(("left", self.folder) if not self.progress.final and self._alive else None)
+
+    def action_follow_log(self) -> None:
+        self.query_one("#run-log", Log).scroll_end(animate=False)
