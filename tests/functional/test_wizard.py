@@ -57,6 +57,19 @@ async def next_step(pilot, expected: type) -> None:
     assert isinstance(pilot.app.screen, expected), type(pilot.app.screen).__name__
 
 
+async def new_run(pilot, model: str = "") -> None:
+    """From the start screen: "New run, from the defaults", then the model if one is given."""
+    await pilot.press("enter")
+    await pilot.pause()
+    if model:
+        await type_into(pilot, "model.name_or_path", model)
+
+
+async def through(pilot, *steps: type) -> None:
+    for step in steps:
+        await next_step(pilot, step)
+
+
 async def settle(pilot) -> None:
     """Wait for probes (child processes) to answer and their results to be drawn."""
     await pilot.app.workers.wait_for_complete()
@@ -127,11 +140,8 @@ def test_walk_from_start_to_a_saved_preset_with_keys(tmp_path):
 
 def test_going_back_keeps_what_was_typed(tmp_path):
     async def scenario(app, pilot):
-        await pilot.press("enter")
-        await pilot.pause()
-        await type_into(pilot, "model.name_or_path", "builtin:tiny-chat")
-        for step in (SourceScreen, QuantizationScreen, LoraScreen):
-            await next_step(pilot, step)
+        await new_run(pilot, "builtin:tiny-chat")
+        await through(pilot, SourceScreen, QuantizationScreen, LoraScreen)
         await type_into(pilot, "lora.r", "32")
         await pilot.press("escape")
         await pilot.pause()
@@ -140,8 +150,7 @@ def test_going_back_keeps_what_was_typed(tmp_path):
         await pilot.pause()
         assert isinstance(app.screen, ModelScreen)
         assert app.screen.query_one("#model--name_or_path").value == "builtin:tiny-chat"
-        for step in (SourceScreen, QuantizationScreen, LoraScreen):
-            await next_step(pilot, step)
+        await through(pilot, SourceScreen, QuantizationScreen, LoraScreen)
         assert app.screen.query_one("#lora--r").value == "32"
         await pilot.press("escape", "escape", "escape", "escape")
         await pilot.pause()
@@ -152,11 +161,8 @@ def test_going_back_keeps_what_was_typed(tmp_path):
 
 def test_invalid_input_is_refused_on_the_field():
     async def scenario(app, pilot):
-        await pilot.press("enter")
-        await pilot.pause()
-        await type_into(pilot, "model.name_or_path", "builtin:tiny-chat")
-        for step in (SourceScreen, QuantizationScreen, LoraScreen):
-            await next_step(pilot, step)
+        await new_run(pilot, "builtin:tiny-chat")
+        await through(pilot, SourceScreen, QuantizationScreen, LoraScreen)
         await type_into(pilot, "lora.r", "abc")
         assert "'abc' has the wrong type; it must be an integer" in issue_text(app, "lora.r")
         assert field(app, "lora.r").has_class("-invalid")
@@ -176,8 +182,7 @@ def test_invalid_input_is_refused_on_the_field():
 
 def test_a_rule_across_fields_is_flagged_as_the_user_types():
     async def scenario(app, pilot):
-        await pilot.press("enter")
-        await pilot.pause()
+        await new_run(pilot)
         app.push_screen(TrainingScreen())
         await pilot.pause()
         app.screen.focus_key("training.fp16")
@@ -195,10 +200,8 @@ def test_a_rule_across_fields_is_flagged_as_the_user_types():
 
 def test_review_lists_every_problem_and_jumps_to_its_field():
     async def scenario(app, pilot):
-        await pilot.press("enter")
-        await pilot.pause()
-        for step in (SourceScreen, QuantizationScreen, LoraScreen, DataScreen, TrainingScreen, ReviewScreen):
-            await next_step(pilot, step)
+        await new_run(pilot)
+        await through(pilot, SourceScreen, QuantizationScreen, LoraScreen, DataScreen, TrainingScreen, ReviewScreen)
         listing = app.screen.query_one("#issues")
         texts = [str(listing.get_option_at_index(i).prompt) for i in range(listing.option_count)]
         assert any(text.startswith("model.name_or_path: is required") for text in texts)
@@ -246,8 +249,7 @@ def test_open_and_edit_an_existing_preset(tmp_path):
         await pilot.pause()
         assert isinstance(app.screen, ModelScreen)
         assert app.screen.query_one("#model--device_map").value == "cpu"
-        for step in (SourceScreen, QuantizationScreen, LoraScreen, DataScreen, TrainingScreen):
-            await next_step(pilot, step)
+        await through(pilot, SourceScreen, QuantizationScreen, LoraScreen, DataScreen, TrainingScreen)
         assert app.screen.query_one("#training--learning_rate").value == "0.0003"
         assert app.screen.query_one("#early_stopping--enabled").value is True
         await type_into(pilot, "training.learning_rate", "5e-5")
@@ -285,9 +287,7 @@ def test_saving_never_replaces_a_preset_silently(tmp_path):
     original = existing.read_text(encoding="utf-8")
 
     async def scenario(app, pilot):
-        await pilot.press("enter")
-        await pilot.pause()
-        await type_into(pilot, "model.name_or_path", "builtin:tiny-chat")
+        await new_run(pilot, "builtin:tiny-chat")
         await pilot.press("ctrl+s")
         await pilot.pause()
         await pilot.press("home", "ctrl+k", *"taken")
@@ -310,8 +310,7 @@ def test_saving_never_replaces_a_preset_silently(tmp_path):
 
 def test_quitting_with_unsaved_changes_asks_first():
     async def scenario(app, pilot):
-        await pilot.press("enter")
-        await pilot.pause()
+        await new_run(pilot)
         await type_into(pilot, "model.revision", "v2")
         await pilot.press("ctrl+q")
         await pilot.pause()
@@ -330,8 +329,7 @@ def test_quitting_with_unsaved_changes_asks_first():
 
 def test_help_opens_on_f1_for_the_focused_field():
     async def scenario(app, pilot):
-        await pilot.press("enter")
-        await pilot.pause()
+        await new_run(pilot)
         app.screen.focus_key("model.trust_remote_code")
         await pilot.pause()
         assert "model.trust_remote_code" in str(app.screen.query_one("#help-line").render())
@@ -352,9 +350,7 @@ def test_help_opens_on_f1_for_the_focused_field():
 
 def test_model_probe_fills_layers_count_and_memory_without_loading_weights():
     async def scenario(app, pilot):
-        await pilot.press("enter")
-        await pilot.pause()
-        await type_into(pilot, "model.name_or_path", "builtin:tiny-chat")
+        await new_run(pilot, "builtin:tiny-chat")
         await pilot.pause(0.8)  # the pause in typing after which a local model is read
         await settle(pilot)
         info = str(app.screen.query_one("#model-info").render())
@@ -385,9 +381,7 @@ def test_model_probe_fills_layers_count_and_memory_without_loading_weights():
 
 def test_data_preview_shows_the_detected_format_and_trained_tokens():
     async def scenario(app, pilot):
-        await pilot.press("enter")
-        await pilot.pause()
-        await type_into(pilot, "model.name_or_path", "builtin:tiny-chat")
+        await new_run(pilot, "builtin:tiny-chat")
         app.push_screen(DataScreen())
         await pilot.pause()
         await type_into(pilot, "data.path", "builtin:belle-sample")
@@ -405,8 +399,7 @@ def test_start_runs_the_preset_in_its_own_process_and_shows_it(tmp_path):
     preset = hand_written(user_presets_dir() / "ready.toml", tmp_path / "run")
 
     async def scenario(app, pilot):
-        for step in (SourceScreen, QuantizationScreen, LoraScreen, DataScreen, TrainingScreen, ReviewScreen):
-            await next_step(pilot, step)
+        await through(pilot, SourceScreen, QuantizationScreen, LoraScreen, DataScreen, TrainingScreen, ReviewScreen)
         await pilot.press("ctrl+n")  # Start
         deadline = time.monotonic() + 60
         while not isinstance(app.screen, RunScreen):
