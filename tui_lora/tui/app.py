@@ -160,6 +160,12 @@ class WizardApp(App):
 
     # ------------------------------------------------------------ saving, help, quitting
 
+    def check_action(self, action: str, parameters) -> bool | None:
+        # Saving and help are about the run file being edited: the start and run screens have none.
+        if action in ("save", "help"):
+            return isinstance(self.screen, StepScreen)
+        return True
+
     def action_save(self, then_start: bool = False) -> None:
         def saved(path: Path | None) -> None:
             if path is None:

@@ -27,6 +27,8 @@ class LoraScreen(StepScreen):
               "lora.use_rslora", "lora.use_dora", "lora.modules_to_save")
 
     def body(self) -> ComposeResult:
+        # The count comes first, so it stays in sight while r and alpha change it on a 24-line terminal.
+        yield Static("", id="trainable", markup=False)
         yield self.setting("lora.r")
         yield self.setting("lora.lora_alpha")
         yield Static("", id="alpha-hint", markup=False)
@@ -35,7 +37,6 @@ class LoraScreen(StepScreen):
         yield SelectionList(id="target-choices", compact=True)
         for key in ("lora.use_rslora", "lora.use_dora", "lora.modules_to_save"):
             yield self.setting(key)
-        yield Static("", id="trainable", markup=False)
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -131,4 +132,4 @@ class LoraScreen(StepScreen):
         trainable = trainable_parameters(info, self.draft.check.config.lora)
         total = info["parameters"]
         line.update(f"Trainable parameters: {format_count(trainable)} of {format_count(total)} "
-                    f"({trainable / total:.3%}), computed from the model's config without loading it")
+                    f"({trainable / total:.2%}), from the model's config alone")

@@ -10,6 +10,7 @@ from textual.app import ComposeResult
 from textual.widgets import RadioButton, RadioSet, Static
 
 from tui_lora.tui.screens.step import StepScreen
+from tui_lora.tui.widgets.choices import mark_chosen
 from tui_lora.tui.widgets.setting_field import SettingField
 
 MODES = (
@@ -84,6 +85,7 @@ class QuantizationScreen(StepScreen):
             self.draft_changed()
 
     def draft_changed(self, key: str | None = None) -> None:
+        mark_chosen(self.query_one("#quant-choice", RadioSet))
         four_bit = current_mode(self.draft) == "4-bit"
         for field in self.query(SettingField):
             if field.key in FOUR_BIT_KEYS:

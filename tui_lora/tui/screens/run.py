@@ -48,7 +48,7 @@ def next_steps(adapter: str) -> list[str]:
 class RunScreen(Screen):
     BINDINGS = [
         Binding("a", "abort", "Abort"),
-        Binding("l", "leave", "Leave (the run goes on)"),
+        Binding("l", "leave", "Leave"),
         Binding("end", "follow_log", "Follow log", show=False),
     ]
 
@@ -155,11 +155,14 @@ class RunScreen(Screen):
         if p.state in ("interrupted", "aborted"):
             return f"■ {p.state}: {p.message}"
         if p.state == "failed":
-            return f"✗ failed: {p.message} (full log: {self.folder / 'train.log'})"
+            from tui_lora.places import display_path
+
+            return f"✗ failed: {p.message} (full log: {display_path(self.folder / 'train.log')})"
         if not self._alive and p.state != "new":
-            return (f"✗ the training process is gone without saying why (killed, or the machine restarted) at "
-                    f"step {p.step}; continue from the last checkpoint with tui-lora run {self.folder / 'run.toml'} "
-                    "--resume")
+            from tui_lora.places import display_path
+
+            return (f"✗ the training process is gone (killed, or the machine restarted) at step {p.step}; "
+                    f"resume: tui-lora run {display_path(self.folder / 'run.toml')} --resume")
         if p.state == "new":
             return "waiting for the run to start…"
         return f"● {p.state}: {p.message}"

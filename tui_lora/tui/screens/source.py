@@ -7,6 +7,7 @@ from textual.app import ComposeResult
 from textual.widgets import Button, RadioButton, RadioSet, Static
 
 from tui_lora.tui.screens.step import StepScreen
+from tui_lora.tui.widgets.choices import mark_chosen
 from tui_lora.tui.widgets.setting_field import SettingField
 
 MIRROR = "https://hf-mirror.com"
@@ -52,6 +53,7 @@ class SourceScreen(StepScreen):
 
     @on(RadioSet.Changed, "#source-choice")
     def _chosen(self, event: RadioSet.Changed) -> None:
+        mark_chosen(event.radio_set)
         name = (event.pressed.id or "").removeprefix("source-")
         values = dict(next(values for choice, _, values in CHOICES if choice == name))
         if name == "mirror" and not self.draft.get("hub.endpoint"):
@@ -67,11 +69,16 @@ class SourceScreen(StepScreen):
             self.refresh_issues()
             self.draft_changed()
 
+    def on_mount(self) -> None:
+        super().on_mount()
+        mark_chosen(self.query_one("#source-choice", RadioSet))
+
     def draft_changed(self, key: str | None = None) -> None:
         # Typing a mirror URL (or clearing it) moves the choice above along with it.
         button = self.query_one(f"#source-{current_choice(self.draft)}", RadioButton)
         if not button.value:
             button.value = True
+        mark_chosen(self.query_one("#source-choice", RadioSet))
 
     @on(Button.Pressed, "#test-connection")
     def _test(self) -> None:

@@ -17,9 +17,23 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Static
 
+from tui_lora.tui.draft import field_spec
 from tui_lora.tui.widgets.setting_field import SettingField
 
 STEP_TITLES = ("Model", "Source", "Quantisation", "LoRA", "Data", "Training", "Review")
+
+# Widgets that edit a setting without being its SettingField: their help is that setting's.
+WIDGET_KEYS = {"target-choices": "lora.target_modules", "source-choice": "hub.source",
+               "quant-choice": "quantization.load_in_4bit"}
+WIDGET_HELP = {
+    "inspect": "Read the model's config (no weights): architecture, size, the layers LoRA can adapt.",
+    "test-connection": "Check the endpoint, and whether the model and data ids exist there (tui-lora hub check).",
+    "preview": "Encode the first records with the run's own code and show one example, trained tokens highlighted.",
+    "back": "Back to the previous step (Esc); nothing typed is lost.",
+    "next": "On to the next step (Ctrl+N); a value a field cannot take keeps you here.",
+    "save": "Save the run file as a preset (Ctrl+S).",
+    "issues": "Enter on a problem goes to its field.",
+}
 
 
 class StepScreen(Screen):
@@ -98,10 +112,15 @@ class StepScreen(Screen):
     # ------------------------------------------------------------ help
 
     def on_descendant_focus(self, event: events.DescendantFocus) -> None:
-        field = next((node for node in event.widget.ancestors_with_self if isinstance(node, SettingField)), None)
-        if field is not None:
-            self.app.focused_key = field.key
-            self.query_one("#help-line", Static).update(f"{field.key}: {field.help}  (F1: more)")
+        """The help line always speaks of what has the focus; F1 follows it."""
+        widget = event.widget
+        field = next((node for node in widget.ancestors_with_self if isinstance(node, SettingField)), None)
+        key = field.key if field is not None else WIDGET_KEYS.get(widget.id or "", "")
+        self.app.focused_key = key
+        if key:
+            self.query_one("#help-line", Static).update(f"{key}: {field_spec(key).metadata['help']}  (F1: more)")
+        else:
+            self.query_one("#help-line", Static).update(WIDGET_HELP.get(widget.id or "", ""))
 
     @on(Input.Submitted)
     def _enter_moves_on(self, event: Input.Submitted) -> None:
