@@ -71,6 +71,9 @@ nothing).  Nothing here imports torch; the tokenizer is passed in.
 
 from __future__ import annotations
 
+import bisect
+import functools
+import operator
 import os
 import re
 from dataclasses import dataclass
@@ -138,6 +141,16 @@ class ConversationEncoder:
         probe_text = self.render(probe)
         self.layout = _read_layout(probe_text, _special_token_strings(tokenizer))
         self._add_special_tokens = self._special_tokens_flag(probe, probe_text)
+        system_probe = [{"role": SYSTEM, "content": "ProbeSystem"}, *probe]
+        self._direct_render_ok = self._check_direct_render([probe, system_probe, probe[:2]])
+        # Belt and braces for the direct Rust call in _tokenize: it must give the probe's ids too.
+        self._backend_agrees = True
+        if self._plain_backend() is not None:
+            direct = self._tokenize([probe_text])
+            through = self.tokenizer(probe_text, add_special_tokens=self._add_special_tokens,
+                                     return_offsets_mapping=True)
+            self._backend_agrees = (direct[0][0] == list(through["input_ids"])
+                                    and direct[1][0] == [tuple(o) for o in through["offset_mapping"]])
 
     # ---------------------------------------------------------------- public
 
@@ -161,8 +174,8 @@ class ConversationEncoder:
         """One conversation -> input_ids, attention_mask, labels, truncated."""
         _check_conversation(messages)
         text = self.render(messages)
-        tokens = self._tokenize([text])
-        return self._build_example(messages, text, tokens["input_ids"][0], tokens["offset_mapping"][0])
+        ids, offsets = self._tokenize([text])
+        return self._build_example(messages, text, ids[0], offsets[0])
 
     def encode_batch(self, conversations: list[list[dict]], skip_bad: bool = False) -> dict:
         """Many conversations -> dict of lists (for ``datasets.map(batched=True)``).
@@ -190,35 +203,124 @@ class ConversationEncoder:
         """
         examples: list[dict | None] = [None] * len(conversations)
         errors = [""] * len(conversations)
-        rendered: list[tuple[int, list[dict], str]] = []
+        checked: list[tuple[int, list[dict]]] = []
         for row, messages in enumerate(conversations):
             if messages is None:
                 errors[row] = "not a conversation"
                 continue
             try:
                 _check_conversation(messages)
-                rendered.append((row, messages, self.render(messages)))
+                checked.append((row, messages))
             except BadRecord as exc:
                 errors[row] = str(exc)
+        if not checked:
+            return examples, errors
+        rendered: list[tuple[int, list[dict], str]] = []
+        for (row, messages), text in zip(checked, self._render_many([messages for _, messages in checked])):
+            if isinstance(text, BadRecord):
+                errors[row] = str(text)
+            else:
+                rendered.append((row, messages, text))
         if not rendered:
             return examples, errors
         # One batched tokenizer call: the Rust side parallelises it.
-        tokens = self._tokenize([text for _, _, text in rendered])
+        ids, offsets = self._tokenize([text for _, _, text in rendered])
         for index, (row, messages, text) in enumerate(rendered):
             try:
-                examples[row] = self._build_example(
-                    messages, text, tokens["input_ids"][index], tokens["offset_mapping"][index]
-                )
+                examples[row] = self._build_example(messages, text, ids[index], offsets[index])
             except BadRecord as exc:
                 errors[row] = str(exc)
         return examples, errors
 
     # --------------------------------------------------------------- helpers
 
-    def _tokenize(self, texts: list[str]):
-        return self.tokenizer(
-            texts, add_special_tokens=self._add_special_tokens, return_offsets_mapping=True
-        )
+    def _render_many(self, conversations: list[list[dict]]) -> list:
+        """Each conversation's rendering, or the BadRecord that rendering it raised.
+
+        The texts are render()'s. Fastest first: the compiled template called directly when every
+        message is a plain {"role", "content"} dict of strings (see _direct_renderer); else one
+        apply_chat_template call for the whole batch, so its fixed cost is paid once; if any
+        conversation fails, the batch is rendered again one by one so each gets its own result.
+        """
+        direct = self._direct_renderer()
+        if direct is not None and all(map(_plain_messages, conversations)):
+            try:
+                return [direct(messages=messages) for messages in conversations]
+            except Exception:
+                pass  # the slower paths below say which conversation failed, and why
+        try:
+            texts = self.tokenizer.apply_chat_template(
+                conversations, chat_template=self._template_override, tokenize=False
+            )
+        except Exception:
+            texts = None
+        if isinstance(texts, list) and len(texts) == len(conversations):
+            return texts
+        results: list = []
+        for messages in conversations:
+            try:
+                results.append(self.render(messages))
+            except BadRecord as exc:
+                results.append(exc)
+        return results
+
+    def _direct_renderer(self):
+        """messages -> text through the compiled chat template, or None where that is not safe.
+
+        apply_chat_template copies and converts every message before rendering (objects to dicts,
+        None values dropped, str subclasses to str, reasoning fields aliased) and then calls the
+        compiled template with the tokenizer's special tokens as keywords. For plain string dicts
+        the conversions change nothing, so calling the same compiled template with the same
+        keywords gives the same text at a fraction of the cost. It is checked against
+        apply_chat_template on the probe conversations when the encoder is built (so a change in
+        transformers turns it off) and uses transformers' own compiled-template cache.
+        """
+        if not self._direct_render_ok:
+            return None
+        try:
+            from transformers.utils.chat_template_utils import _compile_jinja_template
+
+            template = _compile_jinja_template(self.tokenizer.get_chat_template(self._template_override))
+            keywords = dict(self.tokenizer.special_tokens_map)
+        except Exception:
+            return None
+        return functools.partial(template.render, tools=None, documents=None, add_generation_prompt=False,
+                                 **keywords)
+
+    def _check_direct_render(self, probes: list[list[dict]]) -> bool:
+        self._direct_render_ok = True  # so that _direct_renderer hands out the renderer to be checked
+        try:
+            direct = self._direct_renderer()
+            return direct is not None and all(direct(messages=p) == self.render(p) for p in probes)
+        except Exception:
+            return False
+
+    def _tokenize(self, texts: list[str]) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
+        """(input_ids, character offsets) of each text.
+
+        The Rust tokenizer is called directly when it is set up the way transformers' __call__ would
+        set it for this call (no truncation, no padding, special tokens matched as specials): that
+        is exactly the call transformers makes, without turning every encoding into a BatchEncoding.
+        """
+        backend = self._plain_backend()
+        if backend is not None:
+            encodings = backend.encode_batch(texts, add_special_tokens=self._add_special_tokens)
+            return [e.ids for e in encodings], [e.offsets for e in encodings]
+        tokens = self.tokenizer(texts, add_special_tokens=self._add_special_tokens, return_offsets_mapping=True)
+        return tokens["input_ids"], tokens["offset_mapping"]
+
+    def _plain_backend(self):
+        """The Rust tokenizer when calling it directly is what transformers would do, else None."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if (
+            self._backend_agrees
+            and backend is not None
+            and backend.truncation is None
+            and backend.padding is None
+            and backend.encode_special_tokens == bool(getattr(self.tokenizer, "split_special_tokens", False))
+        ):
+            return backend
+        return None
 
     def _special_tokens_flag(self, probe: list[dict], probe_text: str) -> bool:
         """Pick add_special_tokens so our ids equal apply_chat_template(tokenize=True).
@@ -238,11 +340,18 @@ class ConversationEncoder:
 
     def _build_example(self, messages, text, input_ids, offsets) -> dict:
         spans = self._reply_spans(text, messages)
-        owners = _span_owner_of_each_token(offsets, spans)
-        cut, truncated = self._cut_point(owners, len(spans), len(input_ids))
-        input_ids = list(input_ids[:cut])
-        labels = self._labels(input_ids, owners[:cut])
-        if all(label == self.label_pad_token_id for label in labels):
+        ranges = _reply_token_ranges(offsets, spans)
+        if ranges is None:  # offsets out of order or zero-width tokens inside a reply: token by token
+            owners = _span_owner_of_each_token(offsets, spans)
+            cut, truncated = self._cut_point(lambda: _reply_token_ends(owners, len(spans)), len(input_ids))
+            input_ids = list(input_ids[:cut])
+            labels = self._labels(input_ids, owners[:cut])
+        else:
+            cut, truncated = self._cut_point(lambda: [end if start < end else 0 for start, end in ranges],
+                                             len(input_ids))
+            input_ids = list(input_ids[:cut])
+            labels = self._labels_from_ranges(input_ids, ranges)
+        if labels.count(self.label_pad_token_id) == len(labels):
             raise BadRecord("no token is trained in this example (all labels masked)")
         return {
             "input_ids": input_ids,
@@ -258,13 +367,30 @@ class ConversationEncoder:
         pad = self.label_pad_token_id
         return [tid if wanted(owner) else pad for tid, owner in zip(input_ids, owners)]
 
-    def _cut_point(self, owners: list[int], reply_count: int, length: int) -> tuple[int, bool]:
-        """Where to cut the token sequence, and whether a reply was cut in half."""
+    def _labels_from_ranges(self, input_ids: list[int], ranges: list[tuple[int, int]]) -> list[int]:
+        """The same labels as _labels, copied a reply at a time instead of a token at a time."""
+        if self.train_on == "all":
+            return list(input_ids)
+        cut = len(input_ids)
+        kept = [(start, min(end, cut)) for start, end in ranges if start < min(end, cut)]
+        if self.train_on == "last":
+            kept = kept[-1:]
+        labels = [self.label_pad_token_id] * cut
+        for start, end in kept:
+            labels[start:end] = input_ids[start:end]
+        return labels
+
+    def _cut_point(self, reply_ends, length: int) -> tuple[int, bool]:
+        """Where to cut the token sequence, and whether a reply was cut in half.
+
+        reply_ends is called only when the example is too long: the exclusive token index where
+        each reply ends (0 for a reply with no token).
+        """
         if length <= self.max_length:
             return length, False
         if not self.truncation:
             raise BadRecord(f"{length} tokens > max_length {self.max_length}")
-        reply_ends = _reply_token_ends(owners, reply_count)
+        reply_ends = reply_ends()
         fitting = [end for end in reply_ends if end <= self.max_length]
         if not fitting:
             first = min(reply_ends) if reply_ends else length
@@ -407,6 +533,37 @@ def _reply_candidates(content: str):
             yield text, is_answer_part
 
 
+def _reply_token_ranges(offsets, spans: list[tuple[int, int]]) -> list[tuple[int, int]] | None:
+    """For each reply span, the [start, end) range of the tokens it owns, or None.
+
+    The same ownership as _span_owner_of_each_token, found with two binary searches per reply
+    instead of a Python step per token: when token starts and ends both never decrease (what a
+    tokenizer gives for one text), the tokens overlapping [s, e) are exactly those from the first
+    whose end > s up to (excluding) the first whose start >= e; a token overlapping two replies
+    belongs to the earlier one, so each range starts no earlier than the previous one ends. A range
+    may be empty (start >= end). None when the premise does not hold (offsets out of order) or a
+    zero-width token falls inside a range (never trained, so a range could not express it): the
+    caller then goes token by token.
+    """
+    if not offsets:
+        return [(0, 0)] * len(spans)
+    starts, ends = map(list, zip(*offsets))
+    if starts != sorted(starts) or ends != sorted(ends):
+        return None
+    ranges = []
+    previous_end = 0
+    for span_start, span_end in spans:
+        first = max(bisect.bisect_right(ends, span_start), previous_end)
+        stop = bisect.bisect_left(starts, span_end)
+        ranges.append((first, stop))
+        previous_end = max(previous_end, stop)
+    if 0 in map(operator.sub, ends, starts):
+        zero_width = [index for index, (start, end) in enumerate(offsets) if start == end]
+        if any(first <= index < stop for first, stop in ranges for index in zero_width):
+            return None
+    return ranges
+
+
 def _span_owner_of_each_token(offsets, spans: list[tuple[int, int]]) -> list[int]:
     """For each token, the index of the reply span it overlaps, or -1.
 
@@ -441,6 +598,18 @@ def _trained_owner_filter(train_on: str, owners: list[int]):
         last = max(owners, default=-1)
         return lambda owner: owner >= 0 and owner == last
     return lambda owner: owner >= 0
+
+
+_PLAIN_KEYS = {"role", "content"}
+
+
+def _plain_messages(messages: list[dict]) -> bool:
+    """Every message is a dict with exactly role and content, both plain strings."""
+    return all(
+        type(message) is dict and message.keys() == _PLAIN_KEYS
+        and type(message["role"]) is str and type(message["content"]) is str
+        for message in messages
+    )
 
 
 def _check_conversation(messages) -> None:
