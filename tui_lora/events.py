@@ -14,7 +14,8 @@ read. Every event has "t" (unix seconds) and "type":
   model     trainable and total parameters, quantisation
   checkpoint  step and folder of each checkpoint saved
   summary   the Trainer's closing numbers (runtime, samples per second, train loss)
-  log       level and message (warnings and errors from the training process)
+  log       level and message (warnings and errors from the training process; info lines of
+            its own, such as which batching path runs)
   result    where the adapter is and the final metrics
 Readers ignore types and keys they do not know, so the log can grow.
 """

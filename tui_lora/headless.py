@@ -91,7 +91,8 @@ class PlainDisplay:
             self.line(describe_result(event))
         elif kind == "download" and describe_download(event):
             self.line(describe_download(event))
-        elif kind == "log" and event.get("level") in ("warning", "error", "critical"):
+        elif kind == "log" and event.get("level") in ("info", "warning", "error", "critical"):
+            # info lines are tui-lora's own (such as which batching path runs); library chatter is warnings+
             self.line(f"{event.get('level')}: {event.get('message')}")
 
     def close(self) -> None:

@@ -629,6 +629,30 @@ def test_label_pad_token_id_fills_padded_labels(tmp_path, tokenizer, encoded_exa
 # ================================================================ hub environment
 
 
+def test_packing_chooses_the_batches_and_the_models_attention(tmp_path, tokenizer, encoded_examples):
+    """auto (the default): one packed row, and the model runs the per-example attention; off: the
+    DataCollatorForSeq2Seq batches and transformers' own sdpa, exactly as loaded."""
+    from tui_lora.engine import batching
+
+    features = encoded_examples[:4]
+    auto = make_config(tmp_path)
+    assert auto.collator.packing == "auto"
+    model = apply_lora(load_model(auto), auto)
+    plan = batching.choose_batching(auto, model)
+    assert plan.packed and model.config._attn_implementation == batching.SDPA_PER_EXAMPLE
+    packed = batching.PackedCollator()([dict(f) for f in features])
+    assert packed["input_ids"].shape == (1, sum(len(f["input_ids"]) for f in features))
+    assert "attention_mask" not in packed
+    assert batching.packed_model_inputs(packed)["cu_seq_lens_q"].numel() == 5  # the attention's boundaries
+
+    off = make_config(tmp_path, collator={"packing": "off"})
+    plan = batching.choose_batching(off, model)
+    assert not plan.packed and model.config._attn_implementation == "sdpa"
+    assert "collator.packing is off" in plan.description
+    padded = data_collator(off, tokenizer, model)([dict(f) for f in features])
+    assert padded["input_ids"].shape[0] == 4 and "attention_mask" in padded
+
+
 HUB_CHILD = r'''
 import json, os, sys
 from tui_lora.config import config_from_dict
@@ -705,6 +729,7 @@ COVERAGE = {
     "collator.padding": "test_padding_max_length_pads_to_the_tokenizer_max_length",
     "collator.pad_to_multiple_of": "test_pad_to_multiple_of_rounds_the_batch_length",
     "collator.label_pad_token_id": "test_label_pad_token_id_fills_padded_labels",
+    "collator.packing": "test_packing_chooses_the_batches_and_the_models_attention",
     # [training] keys: test_every_training_field_is_covered checks the TrainingArguments table
     "hub.source": "test_hub.py::test_sources_other_than_huggingface",
     "hub.cache_dir": "test_hub.py::test_a_run_downloads_its_model_and_data_through_a_mirror",

@@ -142,6 +142,13 @@ class CollatorSettings:
                        "ignores exactly -100, so any other id would train on prompts and padding (0) or crash (-77).",
         choices=(IGNORED_LABEL,),
         why="the model's loss ignores only -100; any other id trains on prompt tokens or crashes")
+    packing: str = setting(
+        "auto", "Lay each batch's examples end to end in one row, without padding, with attention kept inside each "
+                "example and the loss read only where a token is trained. auto: packed wherever that is exact (sdpa "
+                "or flash_attention_2 attention; checked against the padded result when the run starts), padded "
+                "otherwise (also when padding is max_length); off: always padded. The same examples make each step "
+                "either way; the run log says which path ran.",
+        choices=("auto", "off"))
 
 
 @dataclass

@@ -22,7 +22,8 @@ from tui_lora.runs import RunFolder
 log = logging.getLogger("tui_lora")
 
 
-def training_arguments(config: RunConfig, folder: RunFolder):
+def training_arguments(config: RunConfig, folder: RunFolder, packed: bool = False):
+    """TrainingArguments for the run; `packed`: batches come from batching.PackedCollator."""
     import torch
     from transformers import TrainingArguments
 
@@ -65,7 +66,8 @@ def training_arguments(config: RunConfig, folder: RunFolder):
         data_seed=t.seed,
         dataloader_num_workers=t.dataloader_num_workers,
         dataloader_pin_memory=torch.cuda.is_available(),  # pinning without a GPU only earns a warning
-        include_num_input_tokens_seen="non_padding",
+        # a packed row has no padding; counting "non-padding" there would skip real tokens equal to the pad id
+        include_num_input_tokens_seen="all" if packed else "non_padding",
         logging_nan_inf_filter=False,  # a NaN loss must show as NaN (DivergenceCheck stops the run), not as 0
         disable_tqdm=True,
         label_names=["labels"],
@@ -87,12 +89,20 @@ def data_collator(config: RunConfig, tokenizer, model):
     )
 
 
+def data_parallel_gpus(args, model) -> int:
+    """GPUs the Trainer would split each batch over in this one process (torch DataParallel): its
+    n_gpu, unless the model is already spread over several GPUs by device_map (then it uses one)."""
+    devices = {d for d in (getattr(model, "hf_device_map", None) or {}).values() if d not in ("cpu", "disk")}
+    return 1 if len(devices) > 1 else args.n_gpu
+
+
 def run_training(config: RunConfig, folder: RunFolder, events: EventLog, stop, resume_from: Path | None = None) -> dict:
     """Train one run into `folder`. Returns the result event; raises UserError for fixable input problems."""
-    from transformers import EarlyStoppingCallback, PrinterCallback, Trainer
+    from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, set_seed
 
     from tui_lora.data.encode import DEFAULT_CHAT_TEMPLATE
     from tui_lora.data.prepare import prepare_datasets
+    from tui_lora.engine import batching
     from tui_lora.engine import model as models
     from tui_lora.engine.callbacks import DivergenceCheck, EventsCallback, GracefulStop
     from tui_lora.hub import resolve_sources
@@ -118,26 +128,33 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, stop, r
     events.emit("data", **asdict(report))
 
     events.status("loading", f"loading {config.model.name_or_path}")
-    model = models.apply_lora(models.load_model(config), config)
+    model = models.load_model(config)
+    set_seed(config.training.seed)  # the adapter's random initialisation is the seed's too, not the clock's
+    model = models.apply_lora(model, config)
     trainable, total = models.count_parameters(model)
     events.emit("model", trainable_parameters=trainable, total_parameters=total,
                 quantization="8bit" if config.quantization.load_in_8bit else
                 "4bit" if config.quantization.load_in_4bit else "none")
+
+    # padded or packed batches: the choice sets the model's attention, so it comes after loading
+    plan = batching.choose_batching(config, model, n_gpu=data_parallel_gpus(training_arguments(config, folder), model),
+                                    log=lambda line: events.log("info", line))
+    log.info(plan.description)
+    events.log("info", plan.description)
+    args = training_arguments(config, folder, packed=plan.packed)
 
     early = (EarlyStoppingCallback(early_stopping_patience=config.early_stopping.patience,
                                    early_stopping_threshold=config.early_stopping.threshold)
              if config.early_stopping.enabled else None)
     # EventsCallback comes after early stopping, so the counter it reports is already updated.
     callbacks = [GracefulStop(stop), DivergenceCheck(), *([early] if early else []), EventsCallback(events, early)]
-    trainer = Trainer(
-        model=model,
-        args=training_arguments(config, folder),
-        train_dataset=train_set,
-        eval_dataset=eval_set,
-        processing_class=tokenizer,
-        data_collator=data_collator(config, tokenizer, model),
-        callbacks=callbacks,
-    )
+    common = dict(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set, processing_class=tokenizer,
+                  callbacks=callbacks)
+    if plan.packed:
+        trainer = batching.PackedTrainer(data_collator=batching.PackedCollator(),
+                                         fused_head=plan.fused_head, **common)
+    else:
+        trainer = Trainer(data_collator=data_collator(config, tokenizer, model), **common)
     trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; our displays read the events instead
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
