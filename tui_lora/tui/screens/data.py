@@ -32,7 +32,8 @@ class DataScreen(StepScreen):
     TITLE = "Data"
     FIELDS = ("data.path", "data.format", "data.split", "data.validation_split", "tokenizer.max_length",
               "tokenizer.truncation", "data.train_on", "data.max_samples", "data.streaming", "data.max_bad_share",
-              "data.map_batch_size", "data.num_proc", "collator.padding", "collator.pad_to_multiple_of")
+              "data.map_batch_size", "data.num_proc", "collator.padding", "collator.pad_to_multiple_of",
+              "collator.packing")
 
     def body(self) -> ComposeResult:
         yield self.setting("data.path", label="path",
