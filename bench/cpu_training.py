@@ -34,6 +34,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_model  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 # the demo preset's adapter (presets/demo.toml)
@@ -130,16 +131,6 @@ def run_side(side: str, settings: dict, work: Path, index: int) -> dict:
     return json.loads(result_file.read_text())
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "--side":
         settings = json.loads(Path(sys.argv[2]).read_text())
@@ -181,7 +172,7 @@ def main() -> None:
                 "the engine prepared other examples than the baseline got"
     real = counts["train_tokens"] * options.epochs
     best = {side: min(results[side], key=lambda r: r["train_runtime"]) for side in sides}
-    print(f"{platform.node() or 'machine'}: {os.cpu_count()} cores ({cpu_name()}), python {platform.python_version()}, "
+    print(f"{platform.node() or 'machine'}: {os.cpu_count()} cores ({cpu_model()}), python {platform.python_version()}, "
           f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads")
     print(f"{counts['train_examples']} training / {counts['eval_examples']} held-out conversations, "
           f"{counts['train_tokens']:,} tokens per epoch ({counts['trained_tokens']:,} trained), max_length "

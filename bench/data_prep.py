@@ -38,6 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline_data import (IGNORE, PROMPT_STYLES, REPO, build_example, load_tokenizer,  # noqa: E402
                            parse_belle, prepare_baseline, write_belle_records)
+from machine import cpu_model  # noqa: E402
 
 
 def tui_lora_config(path: Path, num_proc: int, max_length: int, output_dir: Path):
@@ -133,16 +134,6 @@ def _trained(ids: list[int], labels: list[int]) -> list[tuple[int, int]]:
 
 
 # --------------------------------------------------------------------------- report
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
