@@ -138,6 +138,11 @@ class WizardApp(App):
         self._asking[kind] = key
         self._probe(kind, key, copy.deepcopy(self.draft.raw))
 
+    def ask_model_unless_known(self) -> None:
+        """Steps that need the model's layers ask for them on arrival, once per model."""
+        if self.known("model") is None and self.draft.get("model.name_or_path"):
+            self.ask("model")
+
     @work(thread=True, group="probes")
     def _probe(self, kind: str, key: tuple, raw: dict) -> None:
         worker = get_current_worker()

@@ -8,7 +8,6 @@ from textual.widgets import SelectionList, Static
 from textual.widgets.selection_list import Selection
 
 from tui_lora.tui.screens.step import StepScreen
-from tui_lora.tui.widgets.setting_field import SettingField
 
 ALL_LINEAR = "all-linear"
 
@@ -40,8 +39,7 @@ class LoraScreen(StepScreen):
 
     def on_mount(self) -> None:
         super().on_mount()
-        if self.app.known("model") is None and self.draft.get("model.name_or_path"):
-            self.app.ask("model")
+        self.app.ask_model_unless_known()
         self._fill_choices()
         self.draft_changed()
 
@@ -104,13 +102,7 @@ class LoraScreen(StepScreen):
         else:
             # Ticking a name while all-linear is on means the user wants a list instead.
             value = [name for name in self._module_names() if name in selected]
-        if self.app.edit("lora.target_modules", value):
-            for field in self.query(SettingField):
-                if field.key == "lora.target_modules":
-                    field.show(value)
-            self.refresh_issues()
-            self._tick_choices()
-            self._show_trainable()
+        self.set_values({"lora.target_modules": value})
 
     # ------------------------------------------------------------ size
 

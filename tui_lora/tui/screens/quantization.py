@@ -70,19 +70,13 @@ class QuantizationScreen(StepScreen):
 
     def on_mount(self) -> None:
         super().on_mount()
-        if self.app.known("model") is None and self.draft.get("model.name_or_path"):
-            self.app.ask("model")
+        self.app.ask_model_unless_known()
         self.draft_changed()
 
     @on(RadioSet.Changed, "#quant-choice")
     def _chosen(self, event: RadioSet.Changed) -> None:
         values = next(values for name, _, values in MODES if _button_id(name) == event.pressed.id)
-        changed = False
-        for key, value in values.items():
-            changed |= self.app.edit(key, value)
-        if changed:
-            self.refresh_issues()
-            self.draft_changed()
+        self.set_values(values)
 
     def draft_changed(self, key: str | None = None) -> None:
         mark_chosen(self.query_one("#quant-choice", RadioSet))

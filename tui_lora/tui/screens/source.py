@@ -8,7 +8,6 @@ from textual.widgets import Button, RadioButton, RadioSet, Static
 
 from tui_lora.tui.screens.step import StepScreen
 from tui_lora.tui.widgets.choices import mark_chosen
-from tui_lora.tui.widgets.setting_field import SettingField
 
 MIRROR = "https://hf-mirror.com"
 
@@ -60,14 +59,7 @@ class SourceScreen(StepScreen):
             values["hub.endpoint"] = MIRROR
         if name == "offline" and self.draft.get("hub.source") == "local":
             values["hub.source"] = "huggingface"
-        changed = False
-        for key, value in values.items():
-            changed |= self.app.edit(key, value)
-        if changed:
-            for field in self.query(SettingField):
-                field.show(self.draft.get(field.key))
-            self.refresh_issues()
-            self.draft_changed()
+        self.set_values(values)
 
     def on_mount(self) -> None:
         super().on_mount()

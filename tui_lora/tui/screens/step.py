@@ -98,6 +98,18 @@ class StepScreen(Screen):
             self.refresh_issues()
             self.draft_changed(event.key)
 
+    def set_values(self, values: dict) -> bool:
+        """Edit several keys at once (a choice that stands for a few settings); the fields follow."""
+        changed = False
+        for key, value in values.items():
+            changed |= self.app.edit(key, value)
+        if changed:
+            for field in self.query(SettingField):
+                field.show(self.draft.get(field.key))
+            self.refresh_issues()
+            self.draft_changed(next(iter(values)) if len(values) == 1 else None)
+        return changed
+
     def refresh_issues(self) -> None:
         check = self.draft.check
         for field in self.query(SettingField):
