@@ -17,12 +17,16 @@ import random
 
 import pytest
 from conftest import REPO, tiny_run_file
-from test_label_masks import EXCHANGES, conversation, tokenizer_for
+from test_label_masks import CHATML_TEMPLATE, CORPUS, EXCHANGES, conversation, tokenizer_for
 
 from tui_lora.assets import BUILTINS
 from tui_lora.config import config_from_dict
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
 from tui_lora.data.encode import (
     ConversationEncoder,
+    _ranges_by_lookup,
     _reply_token_ends,
     _reply_token_ranges,
     _span_owner_of_each_token,
@@ -135,6 +139,7 @@ def test_fast_and_token_by_token_paths_build_the_same_examples(name, train_on, m
     lengths = [4096] + [len(full["input_ids"]) - k for k in (1, 9, 17, 30)]
     fast = {n: ConversationEncoder(tokenizer, n, train_on=train_on).encode_rows(conversations) for n in lengths}
     monkeypatch.setattr("tui_lora.data.encode._reply_token_ranges", lambda offsets, spans: None)
+    monkeypatch.setattr("tui_lora.data.encode._ranges_by_lookup", lambda encoding, spans, length: None)
     slow = {n: ConversationEncoder(tokenizer, n, train_on=train_on).encode_rows(conversations) for n in lengths}
     assert fast == slow
 
@@ -179,3 +184,83 @@ def test_messages_that_are_not_plain_strings_take_the_template_call():
     unusual = [dict(plain[0], name="rules"), *plain[1:-1], {"role": "assistant", "content": Text(plain[-1]["content"])}]
     assert encoder._render_many([plain, unusual]) == [encoder.render(plain), encoder.render(unusual)]
     assert encoder._render_many([plain]) == [encoder.render(plain)]
+
+
+def _odd_tokenizer(kind: str) -> PreTrainedTokenizerFast:
+    """ChatML tokenizers unlike the byte-level ones: SentencePiece-style spaces, a normaliser that drops letters."""
+    raw = Tokenizer(models.BPE(unk_token="<unk>"))
+    if kind.startswith("metaspace"):
+        raw.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+        raw.decoder = decoders.Metaspace()
+    else:
+        raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if kind.endswith("dropping"):
+        raw.normalizer = normalizers.Sequence([normalizers.Replace("o", ""), normalizers.Replace("!", "")])
+    alphabet = [] if kind.startswith("metaspace") else pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(vocab_size=400, initial_alphabet=alphabet, show_progress=False,
+                                  special_tokens=["<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    raw.train_from_iterator(CORPUS * 3 + [_PIECES * 2], trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                        unk_token="<unk>")
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+_PIECES = "ok, only o! 你好世界，再见。 👍🏽 é ﬁ  \n\n tabs\t end. "
+
+
+def _random_conversation(rng: random.Random) -> list[dict]:
+    def text():
+        words = [rng.choice(_PIECES.split(" ") + [" ", "\n", "o", "!", "你", "👍"]) for _ in range(rng.randint(1, 12))]
+        content = rng.choice(["", " ", "\n"]).join(words)
+        return content if content.strip() else "o" + content
+
+    messages = [{"role": "system", "content": text()}] if rng.random() < 0.5 else []
+    for _ in range(rng.randint(1, 4)):
+        messages += [{"role": "user", "content": text()}, {"role": "assistant", "content": text()}]
+    return messages
+
+
+@pytest.mark.parametrize("name", ["chatml", "llama3", "qwen3", "llama2", "metaspace", "metaspace-dropping",
+                                  "bytelevel-dropping", "tiny-chat"])
+def test_ranges_asked_of_the_encoding_equal_those_read_from_offsets(name, sample):
+    """The lookup path (_ranges_by_lookup) against the offsets, on conversations made to be awkward.
+
+    Characters split over byte-level tokens, spaces and newlines at reply edges, a normaliser that drops
+    the first or last character of a reply (the lookup then steps aside for that example), and cuts
+    at several lengths.
+    """
+    if name == "tiny-chat":
+        tokenizer = sample[2]
+    elif name in ("metaspace", "metaspace-dropping", "bytelevel-dropping"):
+        tokenizer = _odd_tokenizer(name)
+    else:
+        tokenizer = tokenizer_for(name)
+    rng = random.Random(name)
+    conversations = [_random_conversation(rng) for _ in range(300)]
+    if name == "llama2":  # its template wants strictly alternating user/assistant turns, system first
+        conversations = [[m for m in c if m["role"] != "system"] for c in conversations]
+    looked_up = stepped_aside = 0
+    for max_length in (4096, 40, 12):
+        lookup = ConversationEncoder(tokenizer, max_length)
+        assert lookup._lookup_ok
+        offsets = ConversationEncoder(tokenizer, max_length)
+        offsets._lookup_ok = False
+        assert lookup.encode_rows(conversations) == offsets.encode_rows(conversations)
+        for messages in conversations[:60]:
+            try:
+                text = lookup.render(messages)
+                spans = lookup._reply_spans(text, messages)
+            except Exception:
+                continue
+            encoding = lookup._encodings([text])[0]
+            found = _ranges_by_lookup(encoding, spans, len(encoding.ids))
+            if found is None:
+                stepped_aside += 1
+            else:
+                looked_up += 1
+                assert found == _reply_token_ranges(encoding.offsets, spans), messages
+    if name.endswith("dropping"):  # replies starting or ending with a dropped letter take the offsets
+        assert stepped_aside > 10 and looked_up > 50
+    else:
+        assert stepped_aside == 0 and looked_up > 150

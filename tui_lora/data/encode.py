@@ -151,6 +151,7 @@ class ConversationEncoder:
                                      return_offsets_mapping=True)
             self._backend_agrees = (direct[0][0] == list(through["input_ids"])
                                     and direct[1][0] == [tuple(o) for o in through["offset_mapping"]])
+        self._lookup_ok = self._check_lookup([probe, _rich_probe_conversation()])
 
     # ---------------------------------------------------------------- public
 
@@ -173,9 +174,10 @@ class ConversationEncoder:
     def encode(self, messages: list[dict]) -> dict:
         """One conversation -> input_ids, attention_mask, labels, truncated."""
         _check_conversation(messages)
-        text = self.render(messages)
-        ids, offsets = self._tokenize([text])
-        return self._build_example(messages, text, ids[0], offsets[0])
+        example = self._build_examples([(messages, self.render(messages))])[0]
+        if isinstance(example, BadRecord):
+            raise example
+        return example
 
     def encode_batch(self, conversations: list[list[dict]], skip_bad: bool = False) -> dict:
         """Many conversations -> dict of lists (for ``datasets.map(batched=True)``).
@@ -223,14 +225,36 @@ class ConversationEncoder:
                 rendered.append((row, messages, text))
         if not rendered:
             return examples, errors
-        # One batched tokenizer call: the Rust side parallelises it.
-        ids, offsets = self._tokenize([text for _, _, text in rendered])
-        for index, (row, messages, text) in enumerate(rendered):
-            try:
-                examples[row] = self._build_example(messages, text, ids[index], offsets[index])
-            except BadRecord as exc:
-                errors[row] = str(exc)
+        built = self._build_examples([(messages, text) for _, messages, text in rendered])
+        for (row, _, _), example in zip(rendered, built):
+            if isinstance(example, BadRecord):
+                errors[row] = str(example)
+            else:
+                examples[row] = example
         return examples, errors
+
+    def _build_examples(self, rendered: list[tuple[list[dict], str]]) -> list:
+        """Each (messages, text) as an example, or the BadRecord that building it raised.
+
+        One batched tokenizer call for all texts. When the Rust encodings are at hand the reply
+        ranges are found by asking each encoding where a few characters are (see _ranges_by_lookup)
+        instead of converting every token's offsets to Python, which costs more than the rest of
+        the work on a conversation together.
+        """
+        texts = [text for _, text in rendered]
+        encodings = self._encodings(texts)
+        if encodings is None:
+            ids, offsets = self._tokenize(texts)
+            sources = [(ids[i], offsets[i], None) for i in range(len(texts))]
+        else:
+            sources = [(encoding.ids, None, encoding) for encoding in encodings]
+        results: list = []
+        for (messages, text), (input_ids, token_offsets, encoding) in zip(rendered, sources):
+            try:
+                results.append(self._build_example(messages, text, input_ids, token_offsets, encoding))
+            except BadRecord as exc:
+                results.append(exc)
+        return results
 
     # --------------------------------------------------------------- helpers
 
@@ -295,19 +319,53 @@ class ConversationEncoder:
         except Exception:
             return False
 
-    def _tokenize(self, texts: list[str]) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
-        """(input_ids, character offsets) of each text.
+    def _check_lookup(self, probes: list[list[dict]]) -> bool:
+        """May reply ranges be found by lookup (_ranges_by_lookup) for this tokenizer?
 
-        The Rust tokenizer is called directly when it is set up the way transformers' __call__ would
-        set it for this call (no truncation, no padding, special tokens matched as specials): that
-        is exactly the call transformers makes, without turning every encoding into a BatchEncoding.
+        The lookup relies on what byte-level and SentencePiece tokenizers give for text without
+        added specials: offsets that never go backwards and no zero-width token. That is checked
+        on the probes (special tokens, CJK, emoji, spaces and newlines), and the lookup must give
+        the same ranges as the offsets there; a tokenizer failing either keeps the offsets path.
         """
-        backend = self._plain_backend()
-        if backend is not None:
-            encodings = backend.encode_batch(texts, add_special_tokens=self._add_special_tokens)
+        self._lookup_ok = False
+        if self._plain_backend() is None:
+            return False
+        checked = 0
+        for messages in probes:
+            try:  # a template may refuse a probe (no system role, say); the others still count
+                text = self.render(messages)
+                encoding = self._encodings([text])[0]
+                spans = self._reply_spans(text, messages)
+            except BadRecord:
+                continue
+            offsets = encoding.offsets
+            starts, ends = [start for start, _ in offsets], [end for _, end in offsets]
+            if starts != sorted(starts) or ends != sorted(ends) or any(s == e for s, e in offsets):
+                return False
+            if _ranges_by_lookup(encoding, spans, len(offsets)) != _reply_token_ranges(offsets, spans):
+                return False
+            checked += 1
+        return checked > 0
+
+    def _tokenize(self, texts: list[str]) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
+        """(input_ids, character offsets) of each text."""
+        encodings = self._encodings(texts)
+        if encodings is not None:
             return [e.ids for e in encodings], [e.offsets for e in encodings]
         tokens = self.tokenizer(texts, add_special_tokens=self._add_special_tokens, return_offsets_mapping=True)
         return tokens["input_ids"], tokens["offset_mapping"]
+
+    def _encodings(self, texts: list[str]):
+        """The Rust tokenizer's encodings of the texts, or None when it cannot be called directly.
+
+        It is called directly when it is set up the way transformers' __call__ would set it for
+        this call (no truncation, no padding, special tokens matched as specials): that is exactly
+        the call transformers makes, without turning every encoding into a BatchEncoding.
+        """
+        backend = self._plain_backend()
+        if backend is None:
+            return None
+        return backend.encode_batch(texts, add_special_tokens=self._add_special_tokens)
 
     def _plain_backend(self):
         """The Rust tokenizer when calling it directly is what transformers would do, else None."""
@@ -338,9 +396,13 @@ class ConversationEncoder:
                 return flag
         raise ValueError("cannot reproduce apply_chat_template(tokenize=True) by tokenizing its text")
 
-    def _build_example(self, messages, text, input_ids, offsets) -> dict:
+    def _build_example(self, messages, text, input_ids, offsets, encoding=None) -> dict:
+        """offsets, or the Rust encoding to read them from (only when the lookup cannot answer)."""
         spans = self._reply_spans(text, messages)
-        ranges = _reply_token_ranges(offsets, spans)
+        ranges = _ranges_by_lookup(encoding, spans, len(input_ids)) if encoding is not None and self._lookup_ok else None
+        if ranges is None:
+            offsets = offsets if offsets is not None else encoding.offsets
+            ranges = _reply_token_ranges(offsets, spans)
         if ranges is None:  # offsets out of order or zero-width tokens inside a reply: token by token
             owners = _span_owner_of_each_token(offsets, spans)
             cut, truncated = self._cut_point(lambda: _reply_token_ends(owners, len(spans)), len(input_ids))
@@ -421,6 +483,9 @@ class ConversationEncoder:
             next_header = text.find(header, search_from)
             if next_header >= 0:
                 limit = next_header
+        found = text.find(content, search_from, limit)
+        if found >= 0:  # the content printed as given: nearly always, and no candidates to try
+            return found, found + len(content)
         for candidate, is_answer_part in _reply_candidates(content):
             found = text.find(candidate, search_from)
             if found < 0 or found >= limit:
@@ -454,6 +519,15 @@ class ConversationEncoder:
 # ---------------------------------------------------------------------------
 # Template reading
 # ---------------------------------------------------------------------------
+
+
+def _rich_probe_conversation() -> list[dict]:
+    """Text that splits characters over byte-level tokens and puts spaces at reply edges."""
+    return [{"role": SYSTEM, "content": "Answer briefly."},
+            {"role": USER, "content": "你好，世界！ How are you?"},
+            {"role": ASSISTANT, "content": " 很好 👍🏽 thanks\n\n  done. "},
+            {"role": USER, "content": "再说一次"},
+            {"role": ASSISTANT, "content": "好的：ÅÉ ﬁ 1234"}]
 
 
 def _probe_conversation() -> list[dict]:
@@ -561,6 +635,35 @@ def _reply_token_ranges(offsets, spans: list[tuple[int, int]]) -> list[tuple[int
         zero_width = [index for index, (start, end) in enumerate(offsets) if start == end]
         if any(first <= index < stop for first, stop in ranges for index in zero_width):
             return None
+    return ranges
+
+
+def _ranges_by_lookup(encoding, spans: list[tuple[int, int]], length: int) -> list[tuple[int, int]] | None:
+    """_reply_token_ranges' answer from a few questions to the Rust encoding, or None.
+
+    With offsets in order and no zero-width token (checked per tokenizer, _check_lookup), the
+    first token overlapping [s, e) is the first token holding character s, and the range ends at
+    the first token after the one holding e - 1 that starts at e or later (a character split over
+    several byte-level tokens is held by each of them, so a few tokens may follow). None when a
+    character is held by no token (a normaliser dropped it): the caller reads the offsets then.
+    """
+    ranges = []
+    previous_end = 0
+    for span_start, span_end in spans:
+        first = encoding.char_to_token(span_start) if span_start < span_end else None
+        last = encoding.char_to_token(span_end - 1) if first is not None else None
+        if last is None:
+            return None
+        stop = last + 1
+        while stop < length:
+            chars = encoding.token_to_chars(stop)
+            if chars is None:
+                return None
+            if chars[0] >= span_end:
+                break
+            stop += 1
+        ranges.append((max(first, previous_end), stop))
+        previous_end = max(previous_end, stop)
     return ranges
 
 
