@@ -37,6 +37,7 @@ Modes (`mode=` or the `mode` attribute, which can be changed while the server ru
     "drop-once"  like "drop" for the first GET of each file only; later GETs are served, so a
                  client that retries ends with byte-identical files.
     "error"      every request gets HTTP 500 (JSON body {"error": ...}).
+    "unauthorized"  every request gets HTTP 401, as the hub answers a token it does not accept.
     Note: huggingface_hub's http_get counts received bytes only in whole
     constants.DOWNLOAD_CHUNK_SIZE (10 MiB) pieces, so a file under 10 MiB cut short is
     fetched again from byte 0 (no Range header); it resumes with `Range: bytes=N-` only past
@@ -80,7 +81,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-MODES = ("ok", "hang", "drop", "drop-once", "error")
+MODES = ("ok", "hang", "drop", "drop-once", "error", "unauthorized")
 REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".gguf", ".ot",
                 ".tflite", ".npz", ".parquet", ".arrow", ".zip", ".gz", ".tar")
@@ -222,6 +223,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if mode == "error":
             return self._error(500, None, "Internal Error - We're working hard to fix this as soon as possible!")
+        if mode == "unauthorized":
+            return self._error(401, None, "Invalid credentials in Authorization header")
         url = urlsplit(self.path)
         parts = [unquote(p) for p in url.path.strip("/").split("/")]
         query = parse_qs(url.query)

@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from tui_lora.secret_guard import redact_value
+
 Event = dict[str, Any]
 Listener = Callable[[Event], None]
 
@@ -52,7 +54,9 @@ class EventLog:
             self._handle.write("\n")
 
     def emit(self, type: str, **fields: Any) -> Event:
-        event = {"t": round(time.time(), 3), "type": type, **{k: _clean(v) for k, v in fields.items()}}
+        # redacted: a hub token echoed by a library message must not reach the log or the screen
+        fields = {k: _clean(redact_value(v)) for k, v in fields.items()}
+        event = {"t": round(time.time(), 3), "type": type, **fields}
         if self._handle:
             self._handle.write(json.dumps(event, ensure_ascii=False) + "\n")
             self._handle.flush()

@@ -82,6 +82,10 @@ def hub_errors(ref: str, repo_type: str, settings: HubSettings) -> Iterator[None
         raise UserError(f"{key}: {ref!r} must be downloaded but HF_HUB_OFFLINE is set; unset it, or set "
                         "hub.offline = true with a cached copy") from None
     except (errors.HfHubHTTPError, OSError, TimeoutError) as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status in (401, 403):
+            raise UserError(f"{key}: {where} refused access to {ref!r} (HTTP {status}); "
+                            f"{_credentials_hint()}") from None
         reason = first_line(exc)
         raise UserError(f"{key}: downloading {ref!r} from {where} failed: {reason}; check the network or "
                         "hub.endpoint, then run again (finished files are kept)") from None
@@ -91,6 +95,16 @@ def hub_errors(ref: str, repo_type: str, settings: HubSettings) -> Iterator[None
         reason = first_line(exc)
         raise UserError(f"{key}: downloading {ref!r} from {where} failed ({type(exc).__name__}: {reason}); "
                         "check the network or hub.endpoint, then run again (finished files are kept)") from None
+
+
+def _credentials_hint() -> str:
+    """What to do about a refused request, depending on whether a token was sent (never the token itself)."""
+    from huggingface_hub import get_token
+
+    if get_token():
+        return ("it did not accept the token from HF_TOKEN or `hf auth login`: check that it is current and "
+                "allowed to read this repo")
+    return "it needs a token: set HF_TOKEN or run `hf auth login`"
 
 
 def bound_timeouts(seconds: float) -> None:

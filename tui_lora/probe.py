@@ -37,6 +37,7 @@ from typing import Any
 
 from tui_lora.config.schema import HubSettings, RunConfig
 from tui_lora.errors import UserError, first_line
+from tui_lora.secret_guard import strip_secrets
 
 KINDS = ("model", "data", "hub")
 DATA_SAMPLE_CAP = 200  # records encoded for the data preview: enough for a length histogram, quick to tokenise
@@ -59,7 +60,7 @@ def run_probe(kind: str, raw: dict, timeout: float = 120.0, cancelled: Callable[
     import tomli_w
 
     try:
-        text = tomli_w.dumps(raw)
+        text = tomli_w.dumps(strip_secrets(raw)[0])  # a token typed into a field is not written, even to /tmp
     except (TypeError, ValueError) as exc:  # a value TOML cannot hold (None, a tuple of mixed types …)
         return _failure(f"the draft cannot be written as TOML: {first_line(exc)}")
     with tempfile.TemporaryDirectory(prefix="tui-lora-probe-") as folder:

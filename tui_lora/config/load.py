@@ -16,6 +16,7 @@ from typing import Any
 
 from tui_lora.config.schema import SECTIONS, RunConfig, section_fields
 from tui_lora.errors import UserError
+from tui_lora.secret_guard import find_secrets, scrub_override, strip_secrets
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     section, dot, key = target.strip().partition(".")
     section, key = section.strip(), key.strip()
     if not sep or not dot or not section or not key:
-        raise UserError(f"--set {text!r}: expected section.key=value, for example --set lora.r=16")
+        raise UserError(f"--set {scrub_override(text)!r}: expected section.key=value, for example --set lora.r=16")
     raw = raw.strip()
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
@@ -90,7 +91,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         section, key, value = parse_override(text)
         target = merged.setdefault(section, {})
         if not isinstance(target, dict):
-            raise UserError(f"--set {text!r}: {section} is not a section of the run file")
+            raise UserError(f"--set {scrub_override(text)!r}: {section} is not a section of the run file")
         target[key] = value
     return merged
 
@@ -103,9 +104,10 @@ def override_origins(raw: dict[str, Any], overrides: list[str]) -> dict[str, str
     origins: dict[str, str] = {}
     for text in overrides:
         section, key, _ = parse_override(text)
-        origins[f"{section}.{key}"] = text.strip()
+        shown = scrub_override(text.strip())  # a message names the --set it blames, never a secret in it
+        origins[f"{section}.{key}"] = shown
         if section not in raw:
-            origins[section] = text.strip()
+            origins[section] = shown
     return origins
 
 
@@ -184,7 +186,9 @@ def _check_value(value: Any, meta: dict[str, Any]) -> str | None:
 
 def build_config(raw: dict[str, Any]) -> tuple[RunConfig, list[ConfigIssue]]:
     """Typed config from parsed TOML. Bad values keep their defaults and are reported."""
-    issues: list[ConfigIssue] = []
+    # Secrets first, by name and never by value, then taken out: no later message can repeat one.
+    issues = [ConfigIssue(key, why) for key, why in find_secrets(raw)]
+    raw = strip_secrets(raw)[0]
     sections: dict[str, Any] = {}
     description = raw.get("description", "")
     if not isinstance(description, str):

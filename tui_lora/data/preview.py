@@ -78,11 +78,22 @@ def example_json(tokenizer, example, label_pad_token_id: int) -> str:
                        "trained_text": [piece for piece, trained in segments if trained]}, ensure_ascii=False)
 
 
+def quiet_datasets() -> None:
+    """No second, longer copy of an error: datasets logs a file it cannot parse (at ERROR) just before raising,
+    and the one line the CLI then prints says the same, with the line number. (Its progress bars stay.)"""
+    import logging
+
+    import datasets  # first: importing it sets its logger's level
+
+    logging.getLogger(datasets.__name__).setLevel(logging.CRITICAL)
+
+
 def show_data(config: RunConfig, count: int | None = None, as_jsonl: bool = False, console: Console | None = None):
     """The `tui-lora data` view: the first examples in file order, then the whole data set's summary."""
     from tui_lora.engine.model import load_tokenizer
     from tui_lora.hub import resolve_sources
 
+    quiet_datasets()
     config = resolve_sources(config)
     tokenizer = load_tokenizer(config)
     pad = config.collator.label_pad_token_id

@@ -6,15 +6,19 @@ records; turning records into conversations is formats.py's job.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tui_lora.assets import builtin_path, is_builtin
 from tui_lora.config.rules import DATA_SUFFIXES, looks_local
 from tui_lora.config.schema import DataSettings
+from tui_lora.data.formats import FORMATS
 from tui_lora.errors import UserError, first_line
 
 # datasets' builder name for each file type the run file accepts
 BUILDERS = {suffix: "json" if suffix == ".jsonl" else suffix[1:] for suffix in DATA_SUFFIXES}
+# Files read as text: they must be UTF-8 (datasets' readers let other bytes through, to fail mid-run)
+TEXT_SUFFIXES = (".json", ".jsonl", ".csv")
 
 
 def local_data_files(path: Path) -> tuple[str, list[str]]:
@@ -37,7 +41,83 @@ def local_data_files(path: Path) -> tuple[str, list[str]]:
 def _check_not_empty(files: list[str], ref: str) -> None:
     # datasets' readers fail on empty files with errors that name neither the file nor the problem
     if all(Path(name).stat().st_size == 0 for name in files):
-        raise UserError(f"data.path: {ref!r} is empty")
+        raise UserError(f"data.path: {ref!r} is empty; it must hold records in one of the formats "
+                        f"{', '.join(FORMATS)} (one JSON object per line in a .jsonl file)")
+
+
+def first_non_utf8(path: Path) -> tuple[int, int] | None:
+    """(line, byte offset) of the first bytes in a file that are not UTF-8, or None; read in pieces."""
+    done = lines = 0  # bytes and line breaks before `pending`
+    pending = b""
+    with open(path, "rb") as handle:
+        while True:
+            chunk = handle.read(1 << 20)
+            data = pending + chunk
+            try:
+                data.decode("utf-8")
+                good = len(data)
+            except UnicodeDecodeError as exc:
+                # a character cut in two by the end of this piece is finished by the next one
+                if not (chunk and exc.reason == "unexpected end of data" and exc.end == len(data)):
+                    return lines + data.count(b"\n", 0, exc.start) + 1, done + exc.start
+                good = exc.start
+            if not chunk:
+                return None
+            lines += data.count(b"\n", 0, good)
+            done += good
+            pending = data[good:]
+
+
+def _check_utf8(files: list[str]) -> None:
+    for name in files:
+        if name.endswith(TEXT_SUFFIXES):
+            found = first_non_utf8(Path(name))
+            if found:
+                raise UserError(f"data.path: {name!r} is not UTF-8 text (line {found[0]}, byte {found[1]}); "
+                                "re-save it as UTF-8")
+
+
+def first_json_problem(path: Path) -> str | None:
+    """What is wrong where in a .json / .jsonl file that cannot be read as records, or None when it can.
+
+    Only called after datasets failed on the file, to say where: its own errors name a byte position
+    in an internal block, or nothing at all.
+    """
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        try:
+            lines_of_records = isinstance(json.loads(handle.readline()), dict)
+        except json.JSONDecodeError:
+            lines_of_records = False
+        handle.seek(0)
+        if not lines_of_records:  # one JSON document (a list of records), perhaps over many lines
+            try:
+                json.load(handle)
+            except json.JSONDecodeError as exc:
+                return (f"is not valid JSON (line {exc.lineno}: {exc.msg}); a .json file holds a list of records, "
+                        "or one record per line")
+            return None
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                return (f"line {number} is not valid JSON ({exc.msg}); each line must be one record, a JSON "
+                        "object {...}: fix or remove that line")
+            if record is not None and not isinstance(record, dict):  # null is read as a record of nothing
+                what = {list: "an array", str: "a string", bool: "true or false"}.get(type(record), "a number")
+                return f"line {number} is {what}, not a record (a JSON object {{...}}): fix or remove that line"
+    return None
+
+
+def _explain_bad_json(builder: str | None, files: list[str]) -> None:
+    """Raise the one line that names the broken line of a JSON file, when that is what failed."""
+    if builder != "json":
+        return
+    for name in files:
+        problem = first_json_problem(Path(name))
+        if problem:
+            raise UserError(f"data.path: {name!r} {problem}")
 
 
 def load_records(settings: DataSettings):
@@ -52,11 +132,13 @@ def load_records(settings: DataSettings):
     if not (is_builtin(ref) or looks_local(ref)):
         raise ValueError(f"load_records got the hub id {ref!r}; call tui_lora.hub.resolve_sources first")
     path = builtin_path(ref) if is_builtin(ref) else Path(ref).expanduser()
+    builder, files = None, []
     try:
         if (path / "dataset_info.json").exists() and (path / "state.json").exists():
             return _saved_dataset(path, settings)
         builder, files = local_data_files(path)
         _check_not_empty(files, ref)
+        _check_utf8(files)
         if path.is_dir():
             # datasets' own folder reading: splits from file names (train-*.parquet, test.jsonl …) and
             # the configs of a downloaded hub repo's README, as the hub would serve them
@@ -70,12 +152,14 @@ def load_records(settings: DataSettings):
     except ValueError as exc:
         if "corresponds to no data" in str(exc):
             raise UserError(f"data.path: {ref!r} holds no records") from None
+        _explain_bad_json(builder, files)
         # bad split names and slices arrive as ValueError; say which field to fix
         raise UserError(f"data: cannot read {ref!r} with split {settings.split!r}: {first_line(exc)}") from None
     except (FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as exc:
         raise UserError(f"data.path: {ref!r} was not found ({first_line(exc)})") from None
     except datasets.exceptions.DatasetGenerationError as exc:
         cause = exc.__cause__ or exc
+        _explain_bad_json(builder, files)
         if isinstance(cause, UnicodeDecodeError):
             raise UserError(f"data.path: {ref!r} is not UTF-8 text; re-save it as UTF-8") from None
         raise UserError(f"data.path: {ref!r} could not be parsed: {first_line(cause)}") from None

@@ -91,7 +91,7 @@ class WizardApp(App):
         self.draft = draft
         owned = preset_path is not None and preset_path.resolve().parent == user_presets_dir().resolve()
         self.preset_path = preset_path if owned else None
-        self.dirty = False
+        self.dirty = bool(draft.removed_secrets)  # the file still holds them until it is saved again
         self.probes.clear()
         self.push_screen(STEPS[0]())
 
@@ -176,6 +176,7 @@ class WizardApp(App):
             if path is None:
                 return
             self.preset_path, self.dirty = path, False
+            self.draft.removed_secrets = []  # the file just written holds none of them
             self.notify(f"saved {path}", title="Preset saved")
             if isinstance(self.screen, StepScreen):
                 self.screen.draft_changed()

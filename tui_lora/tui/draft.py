@@ -16,6 +16,7 @@ from typing import Any
 from tui_lora.config.load import ConfigIssue, build_config, config_to_dict, read_toml
 from tui_lora.config.rules import check_rules
 from tui_lora.config.schema import RunConfig, section_fields
+from tui_lora.secret_guard import find_secrets, strip_secrets
 
 
 def field_spec(key: str):
@@ -89,7 +90,9 @@ class Check:
 
 class Draft:
     def __init__(self, raw: dict | None = None, source: Path | None = None):
-        self.raw: dict[str, Any] = copy.deepcopy(raw) if raw else {}
+        # Unknown keys are kept, secrets are not: a token read from a hand-edited file is dropped here, so
+        # no preview, saved preset or probe ever holds it; the review says which keys went.
+        self.raw, self.removed_secrets = strip_secrets(copy.deepcopy(raw) if raw else {})
         self.source = source  # the file it was read from, if any
         self.check = self._check()
 
@@ -133,9 +136,12 @@ class Draft:
         """What a saved preset holds: every setting with defaults filled in, as `tui-lora show`
         prints it, except that a value the schema refuses is kept as typed, not lost."""
         body = config_to_dict(self.check.config)
-        if not body.get("description") and "description" in self.raw:
+        refused = {key for key, _ in find_secrets(self.raw)}  # typed into a field: the default is written
+        if not body.get("description") and "description" in self.raw and "description" not in refused:
             body = {"description": self.raw["description"], **body}
         for issue in self.check.field_issues:
+            if issue.key in refused:
+                continue
             section, _, name = issue.key.partition(".")
             if issue.key == "description":
                 body["description"] = self.raw.get("description")
@@ -143,7 +149,7 @@ class Draft:
                 body.setdefault(section, {})[name] = self.raw[section][name]
             elif section in self.raw:  # an unknown section or a section that is not a table
                 body[section] = copy.deepcopy(self.raw[section])
-        return body
+        return strip_secrets(body)[0]  # the last guard: whatever the draft holds, a preset never holds a secret
 
     def to_toml(self) -> str:
         import tomli_w
