@@ -138,6 +138,7 @@ def resolve_paths(config):
     t = config.training
     return replace(
         config,
+        launch=replace(config.launch, config_file=absolute(config.launch.config_file)),
         model=replace(config.model, name_or_path=absolute(config.model.name_or_path)),
         tokenizer=replace(config.tokenizer, name_or_path=absolute(config.tokenizer.name_or_path)),
         data=replace(config.data, path=absolute(config.data.path)),
@@ -153,6 +154,8 @@ RESUMABLE_CHANGES = {
                  "report_to", "per_device_eval_batch_size", "dataloader_num_workers", "eval_on_start"},
     "early_stopping": {"enabled", "patience", "threshold"},
     "hub": {"source", "endpoint", "offline", "timeout", "cache_dir"},
+    # where the machines meet may change between jobs; how many processes share the batch may not
+    "launch": {"machine_rank", "main_process_ip", "main_process_port"},
     "description": None,
 }
 

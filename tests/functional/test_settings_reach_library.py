@@ -687,6 +687,67 @@ def test_hub_endpoint_and_offline_reach_huggingface_hub():
     assert seen["datasets_offline"] == "1"
 
 
+# ================================================================ accelerate launch
+
+
+def test_launch_settings_reach_accelerate_launch(tmp_path):
+    """The command `tui-lora run` starts, read back by accelerate's own argument parser."""
+    from accelerate.commands.launch import launch_command_parser
+
+    from tui_lora.accelerate_launch import launch_command
+
+    accelerate_config = tmp_path / "fsdp.yaml"
+    accelerate_config.write_text("distributed_type: FSDP\n")
+    run_file = tmp_path / "run.toml"
+    config = make_config(tmp_path, model={"device_map": "auto"}, launch={
+        "num_processes": 16, "num_machines": 2, "machine_rank": 1, "main_process_ip": "10.1.2.3",
+        "main_process_port": 29555, "mixed_precision": "fp16", "config_file": str(accelerate_config)})
+    command = launch_command(config, run_file, ["lora.r=16"], "/runs/x/checkpoint-8")
+    program = 2 if command[1] == "launch" else 3  # accelerate launch …, or python -m accelerate.commands.launch …
+    args = launch_command_parser().parse_args(command[program:])
+    assert (args.num_processes, args.num_machines, args.machine_rank) == (16, 2, 1)
+    assert (args.main_process_ip, args.main_process_port) == ("10.1.2.3", 29555)
+    assert args.mixed_precision == "fp16" and args.config_file == str(accelerate_config)
+    assert args.multi_gpu is False  # the config file's distributed_type decides (FSDP here)
+    assert args.module and args.training_script == "tui_lora.engine.worker"
+    assert args.training_script_args == [str(run_file), "--set", "lora.r=16", "--resume", "/runs/x/checkpoint-8"]
+
+    plain = launch_command(make_config(tmp_path, launch={"num_processes": 2}), run_file)
+    args = launch_command_parser().parse_args(plain[program:])
+    assert args.multi_gpu is True and args.config_file is None and args.main_process_ip is None
+    assert (args.num_processes, args.main_process_port, args.mixed_precision) == (2, 0, "no")
+
+
+@pytest.mark.parametrize(("launch", "training", "fp16", "bf16"), [
+    ({"mixed_precision": "fp16"}, {}, True, False),
+    ({"mixed_precision": "auto"}, {"fp16": True}, True, False),
+    ({"mixed_precision": "no"}, {}, False, False),
+])
+def test_mixed_precision_reaches_training_arguments(tmp_path, launch, training, fp16, bf16):
+    config = make_config(tmp_path, launch=launch, training=training)
+    args = training_arguments(config, RunFolder(config.training.output_dir))
+    assert (args.fp16, args.bf16) == (fp16, bf16)
+    if fp16 and not torch.cuda.is_available():
+        key = "launch.mixed_precision" if launch["mixed_precision"] != "auto" else "training.fp16"
+        with pytest.raises(UserError, match=f"{key}: float16 mixed precision needs a CUDA GPU"):
+            check_hardware(config)
+
+
+def test_several_processes_place_each_model_on_its_own_device(tmp_path, monkeypatch):
+    from tui_lora.engine.model import device_map
+
+    config = make_config(tmp_path, model={"device_map": "auto"}, launch={"num_processes": 2})
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    if torch.cuda.is_available():
+        assert device_map(config) == {"": 1}  # QLoRA's quantised weights load straight onto GPU 1
+    else:
+        assert device_map(config) is None  # no GPU: the CPU, where the weights load anyway
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert device_map(config) == ("auto" if torch.cuda.is_available() else None)
+    assert device_map(make_config(tmp_path, model={"device_map": "cpu"})) == "cpu"
+
+
 # ================================================================ every key has its test
 
 
@@ -737,6 +798,13 @@ COVERAGE = {
     "early_stopping.enabled": "test_training.py::test_early_stopping_stops_the_run",
     "early_stopping.patience": "test_training.py::test_early_stopping_stops_the_run",
     "early_stopping.threshold": "test_training.py::test_early_stopping_stops_the_run",
+    "launch.num_processes": "test_launch_settings_reach_accelerate_launch",
+    "launch.num_machines": "test_launch_settings_reach_accelerate_launch",
+    "launch.machine_rank": "test_launch_settings_reach_accelerate_launch",
+    "launch.main_process_ip": "test_launch_settings_reach_accelerate_launch",
+    "launch.main_process_port": "test_launch_settings_reach_accelerate_launch",
+    "launch.mixed_precision": "test_mixed_precision_reaches_training_arguments",
+    "launch.config_file": "test_launch_settings_reach_accelerate_launch",
 }
 
 

@@ -416,3 +416,68 @@ def test_start_runs_the_preset_in_its_own_process_and_shows_it(tmp_path):
     app = drive(scenario, preset=preset)
     assert app.return_value is None
     assert (tmp_path / "run" / "adapter").is_dir()
+
+
+def test_training_step_edits_the_launch_and_the_review_shows_the_exact_command():
+    async def scenario(app, pilot):
+        await new_run(pilot, "builtin:tiny-chat")
+        app.push_screen(TrainingScreen())
+        await pilot.pause()
+        batch = str(app.screen.query_one("#batch-line").render())
+        assert "Launch: one process, inside tui-lora run" in batch
+        await type_into(pilot, "launch.num_processes", "2")
+        await type_into(pilot, "launch.num_machines", "2")
+        assert "is required with 2 machines" in issue_text(app, "launch.main_process_ip")
+        await type_into(pilot, "launch.num_machines", "1")
+        assert issue_text(app, "launch.main_process_ip") == ""
+        batch = str(app.screen.query_one("#batch-line").render())
+        assert "4 × 1 = 4 examples per optimizer step on each GPU × 2 processes = 8" in batch
+        assert "launch --multi_gpu --dynamo_backend no --num_processes 2" in batch
+        assert "-m tui_lora.engine.worker PRESET.toml" in batch  # not saved yet
+        app.push_screen(ReviewScreen())
+        await pilot.pause()
+        command = str(app.screen.query_one("#command").render())
+        assert "--num_processes 2 --num_machines 1 --machine_rank 0 --main_process_port 0" in command
+        assert "[launch]" in str(app.draft.to_toml()) and "num_processes = 2" in app.draft.to_toml()
+
+    drive(scenario, size=(200, 50))
+
+
+def test_review_shows_trust_remote_code_and_the_secrets_taken_out_of_an_opened_preset(tmp_path):
+    preset = user_presets_dir() / "with-token.toml"
+    preset.parent.mkdir(parents=True, exist_ok=True)
+    preset.write_text("[model]\nname_or_path = \"builtin:tiny-chat\"\ntrust_remote_code = true\n"
+                      "[data]\npath = \"builtin:belle-sample\"\n"
+                      f"[training]\noutput_dir = \"{tmp_path / 'run'}\"\n"
+                      "[hub]\ntoken = \"s3cr3t-in-the-file\"\noffline = true\n", encoding="utf-8")
+
+    async def scenario(app, pilot):
+        assert app.dirty  # the file still holds the token until it is saved again
+        await through(pilot, SourceScreen, QuantizationScreen, LoraScreen, DataScreen, TrainingScreen, ReviewScreen)
+        warnings = app.screen.query_one("#review-warnings")
+        text = str(warnings.render())
+        assert warnings.display
+        assert ("⚠ trust_remote_code is on: Python code shipped with builtin:tiny-chat will run on this machine, "
+                "with your permissions") in text
+        assert "✗ Removed from this run file: hub.token. Secrets never go in a run file" in text
+        assert "HF_TOKEN" in text and "s3cr3t" not in text
+        assert "s3cr3t" not in app.draft.to_toml() and "offline = true" in app.draft.to_toml()
+        assert "✓ No problems" in str(app.screen.query_one("#issues-title").render())
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert not app.dirty
+        app.jump_to("model.trust_remote_code")
+        await pilot.pause()
+        await pilot.pause()
+        assert isinstance(app.screen, ModelScreen) and app.focused.id == "model--trust_remote_code"
+        await pilot.press("space")
+        await pilot.pause()
+        await through(pilot, SourceScreen, QuantizationScreen, LoraScreen, DataScreen, TrainingScreen, ReviewScreen)
+        assert not app.screen.query_one("#review-warnings").display  # trust off, nothing was removed this time
+
+    drive(scenario, preset=preset)
+    saved = preset.read_text(encoding="utf-8")
+    assert "s3cr3t" not in saved and "token" not in tomllib.loads(saved)["hub"]
+    assert load_run_file(preset).model.trust_remote_code is True  # saved before it was turned off

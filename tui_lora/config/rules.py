@@ -256,7 +256,56 @@ def _hub(cfg: RunConfig) -> Iterator[ConfigIssue]:
                                        "path, or set hub.source to \"huggingface\" or \"modelscope\"")
 
 
-RULES = (_hub, _quantization, _precision, _length, _evaluation, _training, _report_to, _lora, _model, _data)
+# device_map values that spread one model over several devices, or pin it to one named device: with several
+# processes each trains a whole copy of its own, on its own GPU, so neither can work there.
+SPREADING_MAPS = ("balanced", "balanced_low_0", "sequential")
+
+
+def _launch(cfg: RunConfig) -> Iterator[ConfigIssue]:
+    launch, device_map = cfg.launch, cfg.model.device_map
+    if launch.machine_rank >= launch.num_machines:
+        yield ConfigIssue("launch.machine_rank", f"{launch.machine_rank} is not a machine of "
+                                                 f"{launch.num_machines}; machines are numbered 0 to "
+                                                 f"{launch.num_machines - 1}")
+    if launch.num_processes % launch.num_machines:
+        yield ConfigIssue("launch.num_processes",
+                          f"{launch.num_processes} processes cannot be shared evenly by {launch.num_machines} "
+                          "machines; give the total over all machines, a multiple of num_machines "
+                          f"(for example {launch.num_machines * max(1, launch.num_processes // launch.num_machines)})")
+    if launch.num_machines > 1:
+        if not launch.main_process_ip.strip():
+            yield ConfigIssue("launch.main_process_ip", f"is required with {launch.num_machines} machines: the "
+                                                        "address of machine 0 that the others can reach")
+        if launch.main_process_port == 0:
+            yield ConfigIssue("launch.main_process_port", "0 (any free port) only works on one machine; every "
+                                                          "machine must name the same port, for example 29500")
+    if launch.config_file:
+        path = Path(launch.config_file).expanduser()
+        if not path.is_file():
+            what = "is a folder" if path.is_dir() else "does not exist"
+            yield ConfigIssue("launch.config_file", f"{launch.config_file!r} {what}; give an accelerate config "
+                                                    "file (accelerate config writes one), or leave it empty")
+    if launch.num_processes > 1:
+        if device_map in SPREADING_MAPS:
+            yield ConfigIssue("model.device_map",
+                              f"{device_map!r} spreads one model over several GPUs, but with launch.num_processes = "
+                              f"{launch.num_processes} every process trains a copy of its own; use \"auto\" (each "
+                              "process on its own GPU), or launch.num_processes = 1 to spread a model too big for "
+                              "one GPU (or an accelerate config_file with FSDP to shard it)")
+        elif re.match(r"^(cuda|xpu|npu|mps)", device_map):
+            yield ConfigIssue("model.device_map",
+                              f"{device_map!r} puts every one of the {launch.num_processes} processes on the same "
+                              "device; use \"auto\" (each process on its own GPU) or \"cpu\"")
+    t, chosen = cfg.training, launch.mixed_precision
+    set_by_training = "bf16" if t.bf16 else "fp16" if t.fp16 else None
+    if chosen != "auto" and set_by_training and chosen != set_by_training:
+        yield ConfigIssue("launch.mixed_precision",
+                          f"is {chosen!r} but training.{set_by_training} is true; use one precision: set "
+                          f"mixed_precision = \"{set_by_training}\" (or \"auto\"), or training.{set_by_training} "
+                          "= false")
+
+
+RULES = (_hub, _quantization, _precision, _length, _evaluation, _training, _report_to, _lora, _model, _data, _launch)
 
 
 def check_rules(cfg: RunConfig) -> list[ConfigIssue]:

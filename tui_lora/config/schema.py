@@ -63,7 +63,8 @@ class ModelSettings:
         "auto", "Weight dtype when loading: auto keeps the checkpoint's own; bfloat16 on recent GPUs.",
         choices=DTYPES)
     device_map: str = setting(
-        "auto", "Where weights go: auto (all visible devices), cpu, cuda, cuda:N, balanced, sequential.")
+        "auto", "Where weights go: auto (all visible devices; with several launch processes, each process's own "
+                "GPU), cpu, cuda, cuda:N, balanced, sequential.")
     trust_remote_code: bool = setting(
         False, "Run Python code shipped with the model. Only for models you trust; off by default.")
     attn_implementation: str = setting(
@@ -224,6 +225,42 @@ class HubSettings:
                                  "(~/.cache/huggingface/hub, or ~/.cache/modelscope).")
 
 
+PRECISIONS = ("auto", "no", "fp16", "bf16")
+
+
+@dataclass
+class LaunchSettings:
+    num_processes: int = setting(
+        1, "Training processes in all machines together, one per GPU (accelerate launch --num_processes); 1 trains "
+           "in the tui-lora process itself, more start accelerate launch with the engine as its program.", min=1)
+    num_machines: int = setting(1, "Machines taking part (multi-node); each runs tui-lora run with its own "
+                                   "machine_rank.", min=1)
+    machine_rank: int = setting(0, "This machine's number, from 0 (the main machine, which writes the run folder) "
+                                   "to num_machines - 1; set it per machine with --set launch.machine_rank=N.", min=0)
+    main_process_ip: str = setting("", "Address of machine 0 that the others connect to (required with several "
+                                       "machines); empty: this machine.")
+    main_process_port: int = setting(0, "Port on machine 0 for the processes to meet; 0: any free port (one machine "
+                                        "only; several machines need a fixed port such as 29500).", min=0, max=65535)
+    mixed_precision: str = setting(
+        "auto", "Mixed precision of every process (accelerate --mixed_precision): auto follows training.bf16 / "
+                "training.fp16; no, fp16 or bf16 set it (and must agree with those keys).", choices=PRECISIONS)
+    config_file: str = setting(
+        "", "An accelerate config file (accelerate config writes one) with FSDP or DeepSpeed ZeRO settings; the "
+            "keys above win over the same keys in it. Empty: plain data parallel (DDP).")
+
+
+def mixed_precision(config: "RunConfig") -> str:
+    """The run's one mixed-precision mode (no, fp16, bf16): launch.mixed_precision, or the training keys under auto.
+
+    The rules refuse a launch.mixed_precision that contradicts training.fp16 / bf16, so either says the same.
+    """
+    chosen = config.launch.mixed_precision
+    if chosen != "auto":
+        return chosen
+    t = config.training
+    return "bf16" if t.bf16 else "fp16" if t.fp16 else "no"
+
+
 @dataclass
 class RunConfig:
     description: str = setting("", "One line saying what this run file is for (shown by `tui-lora presets`).")
@@ -236,6 +273,7 @@ class RunConfig:
     collator: CollatorSettings = field(default_factory=CollatorSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
     early_stopping: EarlyStoppingSettings = field(default_factory=EarlyStoppingSettings)
+    launch: LaunchSettings = field(default_factory=LaunchSettings)
 
 
 SECTIONS: dict[str, type] = {f.name: f.default_factory for f in fields(RunConfig)  # type: ignore[misc]

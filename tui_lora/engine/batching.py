@@ -34,6 +34,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from tui_lora.config.schema import IGNORED_LABEL, RunConfig
+from tui_lora.engine.checkpoints import WholeCheckpoints
 from tui_lora.errors import first_line
 
 SDPA_PER_EXAMPLE = "tui_lora_sdpa_per_example"
@@ -259,7 +260,7 @@ def labelled_token_loss(model, inputs: dict, num_items_in_batch=None, head=None)
     return total / count, outputs
 
 
-class PackedTrainer(Trainer):
+class PackedTrainer(WholeCheckpoints, Trainer):
     """The Trainer with labelled_token_loss as its loss; everything else (schedules, gradient
     accumulation, the num_items_in_batch count, evaluation, checkpoints) is the library's."""
 
@@ -269,8 +270,9 @@ class PackedTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, outputs = labelled_token_loss(model, inputs, num_items_in_batch, self.fused_head)
-        if self.args.average_tokens_across_devices and num_items_in_batch is not None and self.model.training:
-            # num_items_in_batch counts every process's tokens and DDP averages gradients over processes
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            # num_items_in_batch counts every process's tokens, and both DDP's gradients and the evaluation loop's
+            # gathered losses are averaged over processes: scaled back, each is the mean over all tokens
             loss = loss * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
 

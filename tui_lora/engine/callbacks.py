@@ -1,8 +1,13 @@
-"""Trainer callbacks: Trainer state -> events, and a clean stop on Ctrl+C / SIGTERM."""
+"""Trainer callbacks: Trainer state -> events, and a clean stop on Ctrl+C / SIGTERM.
+
+In a run of several processes every callback runs in each of them; events come from the main
+process only (the others' EventLog writes nowhere too), and a stop is agreed by all of them.
+"""
 
 from __future__ import annotations
 
 import math
+import os
 import time
 
 from transformers import TrainerCallback
@@ -11,7 +16,7 @@ from tui_lora.events import EventLog
 
 
 class EventsCallback(TrainerCallback):
-    """Turns the Trainer's progress and logs into events.jsonl lines."""
+    """Turns the Trainer's progress and logs into events.jsonl lines (from the main process only)."""
 
     def __init__(self, events: EventLog, early_stopping=None):
         self.events = events
@@ -21,6 +26,8 @@ class EventsCallback(TrainerCallback):
         self.last_tokens = (0, self.started)  # (tokens seen, when) at the previous train log
 
     def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
         self.started = time.monotonic()
         self.last_tokens = (state.num_input_tokens_seen, self.started)
         self.num_epochs = state.num_train_epochs  # what the Trainer will really do, max_steps included
@@ -28,12 +35,16 @@ class EventsCallback(TrainerCallback):
                            resumed_from=state.global_step)
 
     def on_step_end(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
         self.events.emit("progress", step=state.global_step, max_steps=state.max_steps,
                          epoch=round(state.epoch or 0.0, 4), num_epochs=self.num_epochs,
                          tokens_seen=state.num_input_tokens_seen,
                          elapsed=round(time.monotonic() - self.started, 2))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero:
+            return
         logs = dict(logs or {})
         epoch = round(state.epoch or 0.0, 4)
         if any(key.startswith("eval_") for key in logs):
@@ -52,12 +63,16 @@ class EventsCallback(TrainerCallback):
                                                                     if isinstance(v, (int, float))})
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not state.is_world_process_zero:
+            return
         if self.early_stopping is not None:
             self.events.emit("early_stopping", step=state.global_step,
                              evaluations_without_improvement=self.early_stopping.early_stopping_patience_counter,
                              patience=self.early_stopping.early_stopping_patience)
 
     def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
         self.events.emit("checkpoint", step=state.global_step, path=f"checkpoint-{state.global_step}")
 
 
@@ -80,9 +95,24 @@ class GracefulStop(TrainerCallback):
         self.stop.training = True
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.stop.signal:
+        if _any_process(bool(self.stop.signal), args):
+            # Another process may have been signalled alone (the launcher signals them all, a scheduler may not)
+            self.stop.signal = self.stop.signal or "SIGTERM"
             control.should_save = True
             control.should_training_stop = True
+
+
+def _any_process(flag: bool, args) -> bool:
+    """True when flag is true in any process of the run. Every process must stop after the same step: one
+    that went on would wait forever for the others in its next step's gradient exchange."""
+    if args.world_size <= 1:
+        return flag
+    import torch
+    import torch.distributed as dist
+
+    value = torch.tensor([int(flag)], device=args.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 class TrainingDiverged(RuntimeError):
@@ -97,3 +127,30 @@ class DivergenceCheck(TrainerCallback):
                 raise TrainingDiverged(
                     f"{key} became {value} at step {state.global_step}; lower training.learning_rate, keep "
                     "training.max_grad_norm above 0, or try without lora.use_dora")
+
+
+# Test hook: TUI_LORA_TEST_FAIL_AT=RANK:STEP makes the process of that global rank raise at that step, so the
+# tests can show that one failing process ends a multi-process run with its error. Only tests set it.
+FAULT_ENV = "TUI_LORA_TEST_FAIL_AT"
+
+
+class InjectedFault(RuntimeError):
+    """The failure TUI_LORA_TEST_FAIL_AT asks for."""
+
+
+class _FailAt(TrainerCallback):
+    def __init__(self, rank: int, step: int):
+        self.rank, self.step = rank, step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if args.process_index == self.rank and state.global_step >= self.step:
+            raise InjectedFault(f"failing on purpose at step {state.global_step} in process {self.rank} "
+                                f"({FAULT_ENV})")
+
+
+def injected_fault() -> list[TrainerCallback]:
+    spec = os.environ.get(FAULT_ENV, "")
+    if not spec:
+        return []
+    rank, _, step = spec.partition(":")
+    return [_FailAt(int(rank), int(step or 1))]

@@ -7,6 +7,7 @@ path from a TOML key to the keyword that receives it is one line to read.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import torch
 
 from tui_lora.assets import builtin_path, is_builtin
-from tui_lora.config.schema import RunConfig
+from tui_lora.config.schema import RunConfig, mixed_precision
 from tui_lora.errors import UserError, first_line
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -23,18 +24,23 @@ TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16":
 def check_hardware(config: RunConfig) -> None:
     """Settings this machine cannot run, found before anything loads (not as a stack trace at step 0)."""
     cuda = torch.cuda.is_available()
-    t, m = config.training, config.model
+    m, precision = config.model, mixed_precision(config)
+    precision_key = "launch.mixed_precision" if config.launch.mixed_precision != "auto" else f"training.{precision}"
+    per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # set by accelerate launch (torchrun)
+    if cuda and per_machine > torch.cuda.device_count():
+        raise UserError(f"launch.num_processes: {per_machine} processes on this machine, but it has "
+                        f"{torch.cuda.device_count()} GPU(s); start one process per GPU")
     if m.device_map.startswith("cuda") and not cuda:
         raise UserError(f"model.device_map: {m.device_map!r} but no CUDA GPU is visible to torch "
                         f"(torch {torch.__version__}); use \"cpu\" or \"auto\", or install a CUDA build of torch")
     if m.device_map.startswith("cuda:") and int(m.device_map[5:]) >= torch.cuda.device_count():
         raise UserError(f"model.device_map: {m.device_map!r} but this machine has {torch.cuda.device_count()} "
                         f"GPU(s), numbered from cuda:0")
-    if t.bf16 and not (cuda and torch.cuda.is_bf16_supported()):
-        raise UserError("training.bf16: this machine has no GPU with bfloat16 support; set bf16 = false "
-                        "(or fp16 = true on an older GPU)")
-    if t.fp16 and not cuda:
-        raise UserError("training.fp16: float16 mixed precision needs a CUDA GPU; none is visible, set fp16 = false")
+    if precision == "bf16" and not (cuda and torch.cuda.is_bf16_supported()):
+        raise UserError(f"{precision_key}: this machine has no GPU with bfloat16 support; turn bf16 off "
+                        "(or use fp16 on an older GPU)")
+    if precision == "fp16" and not cuda:
+        raise UserError(f"{precision_key}: float16 mixed precision needs a CUDA GPU; none is visible, turn fp16 off")
 
 
 def model_source(ref: str) -> str:
@@ -53,8 +59,10 @@ def loading(key: str, ref: str) -> Iterator[None]:
     except ValueError as exc:
         if "trust_remote_code" not in str(exc):
             raise
-        raise UserError(f"{key}: {ref!r} ships its own Python code; set model.trust_remote_code = true only if "
-                        "you trust its authors (the code runs with your permissions)") from None
+        raise UserError(f"{key}: {ref!r} needs its own Python code (the .py files in its repository) to load, and "
+                        "model.trust_remote_code is off, so nothing was run; turning it on (model.trust_remote_code = "
+                        "true) runs that code on this machine with your permissions, so do it only for a repository "
+                        "whose authors you trust, after reading its .py files") from None
     except OSError as exc:
         raise UserError(f"{key}: cannot load {ref!r}: {first_line(exc)}") from None
 
@@ -134,22 +142,42 @@ def check_target_modules(config: RunConfig, adaptable: set[str], every_module: s
                         "model (for example lm_head or embed_tokens)")
 
 
-def load_model(config: RunConfig):
-    from transformers import AutoModelForCausalLM
-
+def base_model_kwargs(config: RunConfig) -> dict:
+    """from_pretrained's keywords for the base model as the run file sets it (training and tui_lora.after)."""
     m = config.model
     kwargs = dict(revision=m.revision, trust_remote_code=m.trust_remote_code,
                   dtype=TORCH_DTYPES.get(m.dtype, "auto"))
     quant = quantization_config(config)
     if quant is not None:
         kwargs["quantization_config"] = quant
-    if m.device_map != "auto" or torch.cuda.is_available():
-        # On a machine without a GPU "auto" means the CPU, which is where the model lands anyway.
-        kwargs["device_map"] = m.device_map
+    placement = device_map(config)
+    if placement is not None:
+        kwargs["device_map"] = placement
     if m.attn_implementation != "auto":
         kwargs["attn_implementation"] = m.attn_implementation
+    return kwargs
+
+
+def device_map(config: RunConfig) -> str | dict | None:
+    """What from_pretrained gets as device_map; None leaves the weights where they load (the CPU)."""
+    chosen = config.model.device_map
+    if chosen == "auto" and not torch.cuda.is_available():
+        return None  # without a GPU "auto" means the CPU, which is where the model lands anyway
+    if chosen == "auto" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # One of several processes (accelerate launch): each trains a whole copy on its own GPU. "auto" would
+        # spread every copy over all the GPUs, and quantised weights cannot be moved after loading, so each
+        # process loads straight onto the GPU of its local rank.
+        return {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    return chosen
+
+
+def load_model(config: RunConfig):
+    from transformers import AutoModelForCausalLM
+
+    m = config.model
+    quant = quantization_config(config)
     with loading("model.name_or_path", m.name_or_path):
-        model = AutoModelForCausalLM.from_pretrained(model_source(m.name_or_path), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(model_source(m.name_or_path), **base_model_kwargs(config))
     model.config.use_cache = False  # the KV cache only costs memory while training
     if quant is not None and config.quantization.load_in_4bit:
         keep_cpu_4bit_weights_trainable(model)
@@ -199,7 +227,7 @@ def apply_lora(model, config: RunConfig):
     from peft import get_peft_model
 
     model = get_peft_model(model, lora_config(config))
-    if config.training.fp16:
+    if mixed_precision(config) == "fp16":
         # fp16 mixed precision unscales gradients, which only works on float32 parameters. peft keeps
         # LoRA weights in float32 already; full copies from modules_to_save inherit a float16 base.
         for param in model.parameters():

@@ -1,4 +1,9 @@
-"""One training session in this process: run folder, logs, signals and event log around the recipe."""
+"""One training session in this process: run folder, logs, signals and event log around the recipe.
+
+`execute` is the run as it is reported: the only process of a run, or the main one of several.
+`execute_replica` is one of the other processes of a multi-process run (engine/worker.py): it
+trains beside the main process, obeys the same signals and writes nothing to the run folder.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from tui_lora.errors import RunFailed, UserError, first_line
 from tui_lora.events import EventLog, Listener
 from tui_lora.hub import apply_hub_environment
 from tui_lora.runs import RunFolder
+from tui_lora.secret_guard import redact
 
 
 class Interrupted(Exception):
@@ -90,7 +96,7 @@ def execute(config: RunConfig, folder: RunFolder, resume_from=None, listeners: l
         raise Interrupted(message, stop.state) from None
     except Exception as exc:
         with open(folder.log, "a", encoding="utf-8") as handle:
-            handle.write(traceback.format_exc())
+            handle.write(redact(traceback.format_exc()))  # exception texts can quote request headers
         message = f"{type(exc).__name__}: {first_line(exc)}"
         events.status("failed", message)
         raise RunFailed(f"{message} (full traceback in {folder.log})") from exc
@@ -113,3 +119,26 @@ def execute(config: RunConfig, folder: RunFolder, resume_from=None, listeners: l
         if attached:
             release_logs(attached)
         events.close()
+
+
+def execute_replica(config: RunConfig, folder: RunFolder, resume_from=None) -> dict:
+    """Train as one of the other processes of a multi-process run; the main process reports the run.
+
+    Its events go nowhere (an EventLog without a file) and its library logging stays on stderr,
+    which the launcher keeps in launch.log. Raises Interrupted after a signal, like `execute`.
+    """
+    events = EventLog(None)
+    stop = StopRequest(events)
+    stop.install()
+    try:
+        apply_hub_environment(config.hub)
+        from tui_lora.engine.train import run_training
+
+        result = run_training(config, folder, events, stop, resume_from)
+    except KeyboardInterrupt:
+        raise Interrupted(f"stopped by {stop.signal or 'SIGINT'}", stop.state) from None
+    finally:
+        stop.uninstall()
+    if result.get("interrupted"):
+        raise Interrupted(f"stopped by {stop.signal} at step {result['step']}", stop.state)
+    return result

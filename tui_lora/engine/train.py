@@ -14,7 +14,7 @@ import warnings
 from dataclasses import asdict
 from pathlib import Path
 
-from tui_lora.config.schema import RunConfig
+from tui_lora.config.schema import RunConfig, mixed_precision
 from tui_lora.errors import UserError
 from tui_lora.events import EventLog
 from tui_lora.runs import RunFolder
@@ -29,6 +29,7 @@ def training_arguments(config: RunConfig, folder: RunFolder, packed: bool = Fals
 
     t = config.training
     evaluating = t.eval_strategy != "no"
+    precision = mixed_precision(config)
     # transformers 5.x renamed gradient checkpointing to activation checkpointing; the old name still
     # works but warns. The run file keeps the name users know; the library gets the current keyword.
     checkpointing = ("activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
@@ -49,8 +50,11 @@ def training_arguments(config: RunConfig, folder: RunFolder, packed: bool = Fals
         **{checkpointing: t.gradient_checkpointing,
            f"{checkpointing}_kwargs": {"use_reentrant": False} if t.gradient_checkpointing else None},
         max_grad_norm=t.max_grad_norm,
-        fp16=t.fp16,
-        bf16=t.bf16,
+        fp16=precision == "fp16",
+        bf16=precision == "bf16",
+        # Without a GPU, several processes (accelerate launch) must meet over gloo on the CPU; for one process
+        # this changes nothing, the CPU is where it trains anyway.
+        use_cpu=not torch.cuda.is_available(),
         eval_strategy=t.eval_strategy,
         eval_steps=t.eval_steps if evaluating else None,
         eval_on_start=t.eval_on_start and evaluating,
@@ -98,28 +102,39 @@ def data_parallel_gpus(args, model) -> int:
 
 def run_training(config: RunConfig, folder: RunFolder, events: EventLog, stop, resume_from: Path | None = None) -> dict:
     """Train one run into `folder`. Returns the result event; raises UserError for fixable input problems."""
-    from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, set_seed
+    from transformers import EarlyStoppingCallback, PrinterCallback, set_seed
 
     from tui_lora.data.encode import DEFAULT_CHAT_TEMPLATE
     from tui_lora.data.prepare import prepare_datasets
     from tui_lora.engine import batching
     from tui_lora.engine import model as models
-    from tui_lora.engine.callbacks import DivergenceCheck, EventsCallback, GracefulStop
+    from tui_lora.engine import preflight
+    from tui_lora.engine.checkpoints import RunTrainer
+    from tui_lora.engine.callbacks import DivergenceCheck, EventsCallback, GracefulStop, injected_fault
     from tui_lora.hub import resolve_sources
 
     os.environ["TENSORBOARD_LOGGING_DIR"] = config.training.logging_dir or str(folder.tensorboard)
 
     models.check_hardware(config)
-    config = resolve_sources(config, events.emit)  # hub ids -> local folders, downloading what is missing
-    if config.model.trust_remote_code:
-        events.log("warning", f"trust_remote_code is on: Python code from {config.model.name_or_path} will run")
+    preflight.check_quantization_backend(config)
+    # With several processes (launch.num_processes > 1) each needs the model and the data: the first process on
+    # each machine fetches and tokenises while the others wait, then they find everything in the caches instead
+    # of writing the same files at once. Building the arguments sets up the processes' group; alone it is a no-op.
+    setup = training_arguments(config, folder)
+    if config.model.trust_remote_code:  # said before anything is fetched, through logging: train.log and events
+        log.warning(f"trust_remote_code is on: Python code shipped with {config.model.name_or_path} runs on this "
+                    "machine, with your permissions, when the model loads")
+    with setup.main_process_first(desc="fetching the model and data"):
+        config = resolve_sources(config, events.emit)  # hub ids -> local folders, downloading what is missing
     events.status("loading", f"reading the configuration of {config.model.name_or_path}")
     model_config = models.load_model_config(config)
     models.check_target_modules(config, *models.module_names(model_config, config.model.trust_remote_code))
+    preflight.check_context(config, model_config)
 
     tokenizer = models.load_tokenizer(config)
     events.status("preparing_data", f"reading {config.data.path}")
-    train_set, eval_set, report = prepare_datasets(config, tokenizer)
+    with setup.main_process_first(desc="preparing the data"):
+        train_set, eval_set, report = prepare_datasets(config, tokenizer)
     if report.used_default_template:
         events.log("warning", "the tokenizer has no chat template; using tui-lora's default ChatML template")
         tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE  # saved with the adapter: chat as it was trained
@@ -135,9 +150,13 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, stop, r
     events.emit("model", trainable_parameters=trainable, total_parameters=total,
                 quantization="8bit" if config.quantization.load_in_8bit else
                 "4bit" if config.quantization.load_in_4bit else "none")
+    if setup.should_save:  # the disk that will hold the checkpoints, before the first hour is spent
+        preflight.check_disk_space(folder.path, preflight.checkpoint_bytes(model, tokenizer_files(config)),
+                                   preflight.planned_saves(config, report.train_examples, setup.world_size),
+                                   warn=lambda line: events.log("warning", line))
 
     # padded or packed batches: the choice sets the model's attention, so it comes after loading
-    plan = batching.choose_batching(config, model, n_gpu=data_parallel_gpus(training_arguments(config, folder), model),
+    plan = batching.choose_batching(config, model, n_gpu=data_parallel_gpus(setup, model),
                                     log=lambda line: events.log("info", line))
     log.info(plan.description)
     events.log("info", plan.description)
@@ -147,14 +166,15 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, stop, r
                                    early_stopping_threshold=config.early_stopping.threshold)
              if config.early_stopping.enabled else None)
     # EventsCallback comes after early stopping, so the counter it reports is already updated.
-    callbacks = [GracefulStop(stop), DivergenceCheck(), *([early] if early else []), EventsCallback(events, early)]
+    callbacks = [GracefulStop(stop), DivergenceCheck(), *([early] if early else []), EventsCallback(events, early),
+                 *injected_fault()]
     common = dict(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set, processing_class=tokenizer,
                   callbacks=callbacks)
     if plan.packed:
         trainer = batching.PackedTrainer(data_collator=batching.PackedCollator(),
                                          fused_head=plan.fused_head, **common)
     else:
-        trainer = Trainer(data_collator=data_collator(config, tokenizer, model), **common)
+        trainer = RunTrainer(data_collator=data_collator(config, tokenizer, model), **common)
     trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; our displays read the events instead
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
@@ -164,8 +184,9 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, stop, r
         return {"interrupted": True, "step": trainer.state.global_step}
 
     events.status("saving", f"saving the adapter to {folder.adapter}")
-    trainer.model.save_pretrained(str(folder.adapter))
-    tokenizer.save_pretrained(str(folder.adapter))
+    # Every process calls this (FSDP and DeepSpeed gather the weights from all of them); only the main process
+    # writes: the adapter, the tokenizer with its chat template, and the training arguments.
+    trainer.save_model(str(folder.adapter))
     metrics = {"train_loss": output.training_loss}
     if eval_set is not None:
         metrics.update(final_evaluation(trainer, config))
@@ -173,6 +194,15 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, stop, r
     return events.emit("result", adapter=str(folder.adapter), step=trainer.state.global_step,
                        stopped_early=stopped_early,
                        metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+
+
+def tokenizer_files(config: RunConfig) -> list[Path]:
+    """The tokenizer's files, which every checkpoint and the adapter carry a copy of."""
+    from tui_lora.engine.model import model_source
+
+    folder = Path(model_source(config.tokenizer.name_or_path or config.model.name_or_path))
+    patterns = ("tokenizer*", "vocab*", "merges.txt", "*.model", "special_tokens_map.json", "chat_template*")
+    return [path for pattern in patterns for path in folder.glob(pattern)] if folder.is_dir() else []
 
 
 def final_evaluation(trainer, config: RunConfig) -> dict:
@@ -225,8 +255,14 @@ def capture_logs(folder: RunFolder, events: EventLog) -> list[tuple[logging.Logg
         datasets.disable_progress_bars()
     logging.captureWarnings(True)
     warnings.filterwarnings("ignore", message=".*kernels.*")
+    # datasets prints its INFO lines ("Using custom data configuration ...") through a stderr handler of its
+    # own; at INFO they would bury the progress lines, so they go to train.log only while the run lasts.
+    quiet = [(logging.getLogger("datasets"), handler) for handler in logging.getLogger("datasets").handlers
+             if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)]
+    for logger, handler in quiet:
+        logger.removeHandler(handler)
     file_handler = logging.FileHandler(folder.log, encoding="utf-8")
-    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    file_handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     events_handler = _EventsHandler(events)
     attached = []
     for name in ("transformers", "peft", "datasets", "accelerate", "bitsandbytes", "huggingface_hub", "tui_lora",
@@ -236,12 +272,30 @@ def capture_logs(folder: RunFolder, events: EventLog) -> list[tuple[logging.Logg
         for handler in (file_handler, events_handler):
             logger.addHandler(handler)
             attached.append((logger, handler))
-    return attached
+    return attached + [(logger, _Restore(handler)) for logger, handler in quiet]
 
 
-def release_logs(attached: list[tuple[logging.Logger, logging.Handler]]) -> None:
+class _RedactingFormatter(logging.Formatter):
+    """train.log's lines with any hub token blanked out, whichever library logged it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from tui_lora.secret_guard import redact
+
+        return redact(super().format(record))
+
+
+class _Restore:
+    """A handler capture_logs took away, to be given back by release_logs."""
+
+    def __init__(self, handler: logging.Handler):
+        self.handler = handler
+
+
+def release_logs(attached: list) -> None:
     for logger, handler in attached:
-        logger.removeHandler(handler)
-    for handler in {handler for _, handler in attached}:
-        handler.close()
+        if isinstance(handler, _Restore):
+            logger.addHandler(handler.handler)
+        else:
+            logger.removeHandler(handler)
+            handler.close()
 

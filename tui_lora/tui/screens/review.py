@@ -9,7 +9,9 @@ from textual.app import ComposeResult
 from textual.widgets import Button, OptionList, Static
 from textual.widgets.option_list import Option
 
+from tui_lora.accelerate_launch import needs_launcher
 from tui_lora.tui.screens.step import StepScreen
+from tui_lora.tui.screens.training import launch_line
 
 
 class ReviewScreen(StepScreen):
@@ -18,6 +20,7 @@ class ReviewScreen(StepScreen):
 
     def body(self) -> ComposeResult:
         yield self.setting("description", placeholder="one line: what this run is for")
+        yield Static("", id="review-warnings", markup=False)
         yield Static("", id="issues-title", markup=False)
         yield OptionList(id="issues", compact=True)
         yield Static("", id="command", markup=False)
@@ -42,11 +45,37 @@ class ReviewScreen(StepScreen):
         listing.add_options([Option(str(issue), id=f"issue-{number}") for number, issue in enumerate(issues)])
         listing.display = bool(issues)
         self._issues = issues
+        warnings, shown = self._warnings(), self.query_one("#review-warnings", Static)
+        shown.update("\n".join(warnings))
+        shown.display = bool(warnings)
         self.query_one("#command", Static).update(self._command())
         self.query_one("#toml", Static).update(Syntax(self.draft.to_toml(), "toml", theme="ansi_dark",
                                                       background_color="default"))
 
+    def _warnings(self) -> list[str]:
+        """What must not hide inside the TOML: code from the model that will run, secrets that were dropped."""
+        from tui_lora.secret_guard import WHERE_TOKENS_COME_FROM
+
+        lines = []
+        if self.draft.get("model.trust_remote_code") is True:
+            model = self.draft.get("model.name_or_path") or "the model"
+            lines.append(f"⚠ trust_remote_code is on: Python code shipped with {model} will run on this machine, "
+                         "with your permissions, when the model loads. Keep it on only for a repository whose "
+                         "authors you trust.")
+        if self.draft.removed_secrets:
+            lines.append(f"✗ Removed from this run file: {', '.join(self.draft.removed_secrets)}. Secrets never go "
+                         f"in a run file; {WHERE_TOKENS_COME_FROM}. Saving writes the file without them.")
+        return lines
+
     def _command(self) -> str:
+        config = self.draft.check.config
+        headless = self._headless()
+        if not needs_launcher(config):
+            return headless
+        # several processes: what `tui-lora run` starts, exactly (and what --print-command prints)
+        return f"{headless}\n{launch_line(config, self.app.preset_path)}"
+
+    def _headless(self) -> str:
         from tui_lora.places import display_path
 
         if self.app.preset_path is None:

@@ -1,6 +1,9 @@
-"""Step 6: the Trainer's settings and early stopping, grouped the way people reason about them."""
+"""Step 6: the Trainer's settings, early stopping and the launch (how many processes and machines),
+grouped the way people reason about them."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from textual.app import ComposeResult
 from textual.widgets import Static
@@ -22,6 +25,9 @@ GROUPS = (
                                     "training.load_best_model_at_end", "training.metric_for_best_model")),
     ("Logging", ("training.logging_steps", "training.report_to", "training.logging_dir")),
     ("Early stopping", ("early_stopping.enabled", "early_stopping.patience", "early_stopping.threshold")),
+    ("Several GPUs or machines (accelerate launch)", (
+        "launch.num_processes", "launch.num_machines", "launch.machine_rank", "launch.main_process_ip",
+        "launch.main_process_port", "launch.mixed_precision", "launch.config_file")),
 )
 
 
@@ -41,8 +47,27 @@ class TrainingScreen(StepScreen):
         self.draft_changed()
 
     def draft_changed(self, key: str | None = None) -> None:
-        t = self.draft.check.config.training
+        config = self.draft.check.config
+        t, processes = config.training, config.launch.num_processes
+        per_process = t.per_device_train_batch_size * t.gradient_accumulation_steps
+        across = f" × {processes} processes = {per_process * processes}" if processes > 1 else ""
         self.query_one("#batch-line", Static).update(
-            f"Effective batch: {t.per_device_train_batch_size} × {t.gradient_accumulation_steps} = "
-            f"{t.per_device_train_batch_size * t.gradient_accumulation_steps} examples per optimizer step "
-            "on each GPU")
+            f"Effective batch: {t.per_device_train_batch_size} × {t.gradient_accumulation_steps} = {per_process} "
+            f"examples per optimizer step on each GPU{across}\n{launch_line(config, self.app.preset_path)}")
+
+
+def launch_line(config, preset_path) -> str:
+    """How the run starts: in the tui-lora process, or the exact accelerate launch command."""
+    from tui_lora.accelerate_launch import needs_launcher, printable_command
+
+    if not needs_launcher(config):
+        return "Launch: one process, inside tui-lora run (launch.num_processes = 1)"
+    unsaved = Path.cwd() / "PRESET.toml"  # not saved yet: the command names the preset still to be saved
+    command = printable_command(config, preset_path or unsaved).replace(str(unsaved), "PRESET.toml")
+    return f"Launch: {display_path_words(command)}"
+
+
+def display_path_words(command: str) -> str:
+    """The command with the home folder written as ~, as the other paths on screen are."""
+    home = str(Path.home())
+    return command.replace(home + "/", "~/") if home not in ("/", "") else command

@@ -1,0 +1,115 @@
+"""The program `accelerate launch` runs in every process of a multi-process run.
+
+    python -m tui_lora.engine.worker RUN_FILE [--set SECTION.KEY=VALUE ...] [--resume CHECKPOINT]
+
+The main process (global rank 0) is the run as one process of `tui-lora run` would do it: run.toml,
+events.jsonl, train.log, checkpoints and the adapter are its. The others train beside it and write
+nothing to the run folder: a failure of theirs is printed to stderr and, under the launcher, left as
+a small JSON file in $TUI_LORA_WORKER_ERRORS for the launcher to report.
+
+Started by `tui-lora run` (tui_lora/accelerate_launch.py), rank 0 finds the run folder checked and
+locked by the launcher, and --resume names the very checkpoint the launcher checked. Started directly
+(the command `tui-lora run --print-command` prints, submitted to a scheduler), rank 0 checks and locks
+the folder itself and prints plain progress lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from tui_lora.errors import RunFailed, UserError, first_line
+
+# Set by the launcher for its workers: its pid (it holds the run folder's lock), and where errors go.
+LAUNCHER_ENV = "TUI_LORA_LAUNCHER_PID"
+ERRORS_ENV = "TUI_LORA_WORKER_ERRORS"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tui_lora.engine.worker",
+                                     description="One process of a multi-process tui-lora run (accelerate launch).")
+    parser.add_argument("run_file", metavar="RUN_FILE")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--resume", metavar="CHECKPOINT", help="a checkpoint folder, or latest")
+    return parser.parse_args(argv)
+
+
+def end_with_parent() -> None:
+    """Ask Linux for SIGTERM when the process that started this one dies, even by SIGKILL: a worker left
+    behind would train on with nobody to report it (the signal makes it save a checkpoint and stop)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the launcher's own signal handling still reaches the workers
+
+
+def report_failure(rank: int, kind: str, message: str, trace: str) -> None:
+    """One line on stderr, the traceback after it, and for the launcher a record of its own."""
+    prefix = f"process {rank}: " if rank else ""
+    print(f"error: {prefix}{message}", file=sys.stderr)
+    if trace:
+        print(trace, file=sys.stderr, end="")
+    errors = os.environ.get(ERRORS_ENV)
+    if not errors:
+        return
+    record = {"rank": rank, "kind": kind, "message": message, "traceback": trace, "t": time.time()}
+    staged = Path(errors) / f".rank-{rank}.json"
+    staged.write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
+    staged.replace(Path(errors) / f"rank-{rank}.json")  # whole or not at all
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    rank = int(os.environ.get("RANK", "0"))
+    end_with_parent()
+    from tui_lora.config import load_run_file
+    from tui_lora.engine.session import Interrupted, execute, execute_replica
+    from tui_lora.runs import RunFolder, open_run_folder, resolve_paths
+
+    try:
+        config = resolve_paths(load_run_file(args.run_file, args.set))
+        launched = bool(os.environ.get(LAUNCHER_ENV))
+        if rank == 0 and not launched:
+            from tui_lora.headless import PlainDisplay
+
+            folder, checkpoint = open_run_folder(config, args.resume)
+            try:
+                execute(config, folder, checkpoint, listeners=[PlainDisplay()])
+            finally:
+                folder.release()
+            return 0
+        folder = RunFolder(config.training.output_dir)
+        checkpoint = folder.latest_checkpoint() if args.resume == "latest" else \
+            Path(args.resume).expanduser().absolute() if args.resume else None
+        if rank == 0:
+            execute(config, folder, checkpoint)  # the launcher shows its events
+        else:
+            execute_replica(config, folder, checkpoint)
+        return 0
+    except Interrupted as exc:
+        if rank == 0:
+            print(f"{exc.state}: {exc}", file=sys.stderr)
+        return 130
+    except UserError as exc:
+        report_failure(rank, "usage", str(exc), "")
+        return 2
+    except RunFailed as exc:  # the main process: the traceback is in train.log already
+        cause = exc.__cause__ or exc
+        report_failure(rank, "failed", f"{type(cause).__name__}: {first_line(cause)}",
+                       "".join(traceback.format_exception(cause)))
+        return 1
+    except Exception as exc:
+        report_failure(rank, "failed", f"{type(exc).__name__}: {first_line(exc)}", traceback.format_exc())
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
