@@ -16,6 +16,7 @@ from pathlib import Path
 from tui_lora import __version__
 from tui_lora.errors import RunFailed, UserError, first_line
 from tui_lora.places import display_path, user_presets, user_presets_dir
+from tui_lora.secret_guard import redact
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -158,11 +159,21 @@ def cmd_hub_check(args) -> int:
 
 
 def cmd_run(args) -> int:
+    if getattr(args, "print_command", False):
+        return print_command(args)
     if getattr(args, "detach", False):
         return run_detached(args)
     from tui_lora.runs import open_run_folder, resolve_paths
 
     config = resolve_paths(load(args))
+    from tui_lora.accelerate_launch import needs_launcher
+
+    if needs_launcher(config):  # several processes: accelerate launch runs them, this process watches
+        from tui_lora.accelerate_launch import run_launched
+        from tui_lora.headless import PlainDisplay, display_for
+
+        return run_launched(config, resolve_preset(args.preset), args.set or [], args.resume,
+                            PlainDisplay() if args.plain else display_for())
     folder, checkpoint = open_run_folder(config, args.resume)
     from tui_lora.engine.session import Interrupted, execute
     from tui_lora.headless import PlainDisplay, display_for
@@ -177,6 +188,15 @@ def cmd_run(args) -> int:
     finally:
         display.close()  # closing twice is harmless; the bars must be gone before any message
         folder.release()
+    return 0
+
+
+def print_command(args) -> int:
+    """The command `tui-lora run` would start (accelerate launch for several processes), for a scheduler."""
+    from tui_lora.accelerate_launch import printable_command
+    from tui_lora.runs import resolve_paths
+
+    print(printable_command(resolve_paths(load(args)), resolve_preset(args.preset), args.set or [], args.resume))
     return 0
 
 
@@ -271,6 +291,47 @@ def cmd_attach(args) -> int:
     return _left(run_attached(folder))
 
 
+def cmd_chat(args) -> int:
+    if args.json and args.prompt is None:
+        raise UserError("chat --json answers one question: give it with --prompt TEXT")
+    from tui_lora.after.chat import GenerationSettings
+    from tui_lora.after.console import chat
+
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                  top_p=args.top_p, seed=args.seed)
+    return chat(args.folder, args.set or [], settings, prompt=args.prompt, system=args.system,
+                compare=args.compare, as_json=args.json)
+
+
+def cmd_eval(args) -> int:
+    from tui_lora.after.evaluate import evaluate, report_lines
+    from tui_lora.after.loading import quiet_libraries
+
+    quiet_libraries()
+    report = evaluate(args.folder, args.set or [], data_file=args.data, limit=args.limit,
+                      batch_size=args.batch_size, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    if args.json:
+        import json
+
+        print(json.dumps(report.as_dict(), ensure_ascii=False))
+    else:
+        print("\n".join(report_lines(report)))
+    return 0
+
+
+def cmd_merge(args) -> int:
+    from tui_lora.after.loading import quiet_libraries
+    from tui_lora.after.merge import merge
+
+    quiet_libraries()
+    result = merge(args.folder, args.out, args.set or [], force=args.force, dtype=args.dtype,
+                   progress=lambda line: print(line, file=sys.stderr, flush=True))
+    tied = " (output layer untied from the embeddings: the adapter changed it)" if result.untied else ""
+    print(f"merged model written to {result.out}: {result.parameters:,} parameters in {result.dtype}{tied}")
+    print(f"load it without peft: AutoModelForCausalLM.from_pretrained(\"{result.out}\")")
+    return 0
+
+
 def _left(chosen) -> int:
     """After the full-screen app: a run left running is still there, and this says how to get back to it."""
     if chosen and chosen[0] == "left":
@@ -285,6 +346,84 @@ def positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
     return int(text)
+
+
+def temperature(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of 0 or more (0 means greedy)")
+    return value
+
+
+def top_p(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number above 0 and at most 1")
+    return value
+
+
+def seed(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
+    return int(text)
+
+
+def add_after_verbs(verbs) -> None:
+    """chat, eval and merge: what to do with a run's adapter once it is trained."""
+    where = dict(metavar="RUN_FOLDER", help="a run folder (its adapter/), one of its checkpoint-N folders, "
+                                            "or an adapter folder")
+    overrides = dict(action="append", metavar="SECTION.KEY=VALUE",
+                     help="change how the model loads, e.g. --set model.device_map=cpu (repeatable)")
+
+    chat = verbs.add_parser("chat", help="chat with a trained adapter (streaming), or compare it with its base model",
+                            description="Chat with the base model plus the run's adapter, in the chat template "
+                                        "the run trained on. Lines from stdin; /reset, /quit, Ctrl+D.")
+    chat.add_argument("folder", **where)
+    chat.add_argument("--prompt", metavar="TEXT", help="answer this once and exit (for scripts)")
+    chat.add_argument("--compare", action="store_true", help="answer every question with and without the adapter")
+    chat.add_argument("--system", metavar="TEXT", help="a system prompt (default: the chat template's own)")
+    chat.add_argument("--max-new-tokens", type=positive_int, default=256, metavar="N",
+                      help="longest reply in tokens (default 256)")
+    chat.add_argument("--temperature", type=temperature, default=0.7, metavar="T",
+                      help="sampling temperature; 0 answers greedily (default 0.7)")
+    chat.add_argument("--top-p", type=top_p, default=0.9, metavar="P", help="nucleus sampling share (default 0.9)")
+    chat.add_argument("--seed", type=seed, metavar="N", help="random seed, for answers that can be reproduced")
+    chat.add_argument("--json", action="store_true",
+                      help="with --prompt: one JSON object (text, new_tokens, stopped_by) per model")
+    chat.add_argument("--set", **overrides)
+    chat.set_defaults(func=cmd_chat)
+
+    evaluate = verbs.add_parser("eval", help="loss and perplexity of the adapter and of the base model",
+                                description="Loss and perplexity of the adapter and of its base model on the run's "
+                                            "validation split, or on a data file.")
+    evaluate.add_argument("folder", **where)
+    evaluate.add_argument("--data", metavar="FILE", help="evaluate on this data file or folder instead (read whole, "
+                                                         "format detected)")
+    evaluate.add_argument("--limit", type=positive_int, metavar="N", help="at most N examples")
+    evaluate.add_argument("--batch-size", type=positive_int, metavar="N",
+                          help="examples per forward pass (default training.per_device_eval_batch_size)")
+    evaluate.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    evaluate.add_argument("--set", **overrides)
+    evaluate.set_defaults(func=cmd_eval)
+
+    merge = verbs.add_parser("merge", help="merge the adapter into the base weights: a model folder without peft",
+                             description="Merge the adapter into the base model's weights (a quantised base is "
+                                         "loaded again unquantised first) and write a model folder with its "
+                                         "tokenizer and chat template.")
+    merge.add_argument("folder", **where)
+    merge.add_argument("--out", required=True, metavar="DIR", help="the folder to write (new or empty)")
+    merge.add_argument("--force", action="store_true", help="replace what DIR holds")
+    merge.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"),
+                       help="weight dtype of the merged model (default: the run's model.dtype; auto: the "
+                            "checkpoint's own)")
+    merge.add_argument("--set", **overrides)
+    merge.set_defaults(func=cmd_merge)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -311,6 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--detach", action="store_true",
                      help="run in the background, apart from this terminal (it survives logout and a lost SSH "
                           "session); output goes to console.log in the run folder")
+    run.add_argument("--print-command", action="store_true",
+                     help="print the command that runs the training (accelerate launch for several processes) "
+                          "and exit, for Slurm or another scheduler")
     run.set_defaults(func=cmd_run)
     with_preset("validate", "check a run file without training").set_defaults(func=cmd_validate)
     edit = verbs.add_parser("edit", help="open a run file in the wizard (tui-lora alone starts a new one)",
@@ -345,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("folders", nargs="*", metavar="FOLDER", help="run folders (default: the 20 most recent runs)")
     runs.add_argument("--json", action="store_true", help="one JSON object per run, for scripts")
     runs.set_defaults(func=cmd_runs)
+    add_after_verbs(verbs)
     return parser
 
 
@@ -359,12 +502,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
     try:
         return args.func(args)
+    # Every message is redacted: a hub token must not reach a terminal or a console.log, whatever echoed it.
     except UserError as exc:
-        for line in str(exc).splitlines():
+        for line in redact(str(exc)).splitlines():
             print(f"error: {line}", file=sys.stderr)
         return EXIT_USAGE
     except RunFailed as exc:
-        print(f"run failed: {exc}", file=sys.stderr)
+        print(f"run failed: {redact(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -377,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         # Anything left is a bug or an environment problem: one line, and the traceback only on request.
         if os.environ.get("TUI_LORA_DEBUG"):
             raise
-        print(f"error: {type(exc).__name__}: {first_line(exc)} (set TUI_LORA_DEBUG=1 for the traceback)",
+        print(f"error: {type(exc).__name__}: {redact(first_line(exc))} (set TUI_LORA_DEBUG=1 for the traceback)",
               file=sys.stderr)
         return EXIT_FAILED
 

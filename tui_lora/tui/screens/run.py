@@ -19,6 +19,7 @@ from textual.widgets import Button, Footer, Log, ProgressBar, Static
 
 from tui_lora.events import EventTail
 from tui_lora.tui.run_model import RunProgress
+from tui_lora.tui.screens.chat import ChatScreen
 from tui_lora.tui.screens.dialogs import ConfirmDialog
 from tui_lora.tui.widgets.loss_plot import LossPlot
 
@@ -38,16 +39,22 @@ def number(value, fmt: str) -> str:
     return format(value, fmt) if value is not None else "-"
 
 
-def next_steps(adapter: str) -> list[str]:
+def next_steps(adapter: str, folder: Path) -> list[str]:
+    from tui_lora.places import display_path
+
+    folder = display_path(folder)
     return ["next steps:",
             f"  the adapter is in {adapter} (with its tokenizer and chat template)",
             f"  load it: PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(BASE), \"{adapter}\")",
+            f"  chat with it: c here, or tui-lora chat {folder} (--compare: beside the base model)",
+            f"  measure it: tui-lora eval {folder}    merge it: tui-lora merge {folder} --out DIR",
             "  list runs: tui-lora runs"]
 
 
 class RunScreen(Screen):
     BINDINGS = [
         Binding("a", "abort", "Abort"),
+        Binding("c", "chat", "Chat"),
         Binding("l", "leave", "Leave"),
         Binding("end", "follow_log", "Follow log", show=False),
     ]
@@ -79,6 +86,7 @@ class RunScreen(Screen):
         yield Log(id="run-log", max_lines=LOG_LINES, auto_scroll=True)
         with Horizontal(id="step-buttons"):
             yield Button("Abort", id="abort", compact=True, variant="error")
+            yield Button("Chat", id="chat", compact=True, variant="primary")
             yield Button("Leave", id="leave", compact=True)
         yield Footer()
 
@@ -95,7 +103,7 @@ class RunScreen(Screen):
             for level, text in self.progress.apply(event):
                 lines.append(text if level == "info" else f"{level}: {text}")
             if event.get("type") == "status" and event.get("state") == "finished":
-                lines += next_steps(self.progress.adapter or str(self.folder / "adapter"))
+                lines += next_steps(self.progress.adapter or str(self.folder / "adapter"), self.folder)
         if lines:
             self.query_one("#run-log", Log).write_lines(lines)
         now = time.monotonic()
@@ -137,13 +145,17 @@ class RunScreen(Screen):
         if plot:
             self.query_one("#loss-plot", LossPlot).show(p.train_points, p.eval_points)
         running = not p.final and self._alive
-        if self.query_one("#abort", Button).display != running:
+        finished = p.state == "finished"
+        if self.query_one("#abort", Button).display != running or self.query_one("#chat", Button).display != finished:
             self.query_one("#abort", Button).display = running
+            self.query_one("#chat", Button).display = finished
             self.refresh_bindings()
 
     def check_action(self, action: str, parameters) -> bool | None:
         if action == "abort":
             return not self.progress.final and self._alive  # nothing to abort: the key leaves the footer
+        if action == "chat":
+            return self.progress.state == "finished"  # the adapter is saved when the run finishes
         return True
 
     def _state_line(self) -> str:
@@ -188,6 +200,13 @@ class RunScreen(Screen):
         self.app.push_screen(ConfirmDialog("Abort the run? It saves a checkpoint after the current step and stops; "
                                            "tui-lora run … --resume continues it later.",
                                            [("abort", "Abort the run"), ("keep", "Keep training")]), answered)
+
+    @on(Button.Pressed, "#chat")
+    def action_chat(self) -> None:
+        if self.progress.state != "finished":
+            self.notify("the adapter is saved when the run finishes", severity="warning")
+            return
+        self.app.push_screen(ChatScreen(self.folder))
 
     @on(Button.Pressed, "#leave")
     def action_leave(self) -> None:
