@@ -103,6 +103,10 @@ def test_early_stopping_stops_the_run(tmp_path, train_in_process):
     assert result["step"] < 40
     assert [e["step"] for e in of_type(events, "eval")][:3] == [2, 4, 6]
     assert result["step"] == 6  # first eval sets the best, two more without improvement stop it
+    # checkpoints are staged under .partial/ and renamed: the best one is recorded under its final name
+    state = json.loads((folder.path / "checkpoint-6" / "trainer_state.json").read_text(encoding="utf-8"))
+    best = folder.path / f"checkpoint-{state['best_global_step']}"
+    assert state["best_model_checkpoint"] == str(best) and (best / "adapter_model.safetensors").is_file()
 
 
 def test_interrupt_saves_a_checkpoint_and_resume_reaches_the_same_end(tmp_path, train_in_process):
