@@ -54,10 +54,14 @@ def end_with_parent() -> None:
 def report_failure(rank: int, kind: str, message: str, trace: str) -> None:
     """One line on stderr, the traceback after it, and for the launcher a record of its own."""
     prefix = f"process {rank}: " if rank else ""
-    print(f"error: {prefix}{message}", file=sys.stderr)
-    if trace:
-        print(trace, file=sys.stderr, end="")
     errors = os.environ.get(ERRORS_ENV)
+    # Under the launcher stderr is launch.log, where the traceback belongs; started by a scheduler it is what
+    # the user reads, so there (as in the CLI) the traceback is shown only on request.
+    shown = bool(trace) and bool(errors or os.environ.get("TUI_LORA_DEBUG"))
+    hint = " (set TUI_LORA_DEBUG=1 for the traceback)" if trace and not shown else ""
+    print(f"error: {prefix}{message}{hint}", file=sys.stderr)
+    if shown:
+        print(trace, file=sys.stderr, end="")
     if not errors:
         return
     record = {"rank": rank, "kind": kind, "message": message, "traceback": trace, "t": time.time()}
