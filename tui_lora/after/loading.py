@@ -124,15 +124,12 @@ def check_device_map(config: RunConfig) -> None:
     Only this part of the engine's check_hardware applies: its mixed-precision and process-count checks
     are about training.
     """
-    import torch
+    from tui_lora.engine.model import device_map_problem
 
-    chosen = config.model.device_map
-    if chosen.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"model.device_map: the run used {chosen!r} but no CUDA GPU is visible here; "
+    problem = device_map_problem(config.model.device_map)
+    if problem:
+        raise UserError(f"model.device_map: the run used {config.model.device_map!r} but {problem}; "
                         "add --set model.device_map=cpu (or auto)")
-    if chosen.startswith("cuda:") and int(chosen[5:]) >= torch.cuda.device_count():
-        raise UserError(f"model.device_map: the run used {chosen!r} but this machine has "
-                        f"{torch.cuda.device_count()} GPU(s); add --set model.device_map=auto")
 
 
 def load_tokenizer(trained: TrainedAdapter, config: RunConfig):

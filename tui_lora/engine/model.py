@@ -30,17 +30,24 @@ def check_hardware(config: RunConfig) -> None:
     if cuda and per_machine > torch.cuda.device_count():
         raise UserError(f"launch.num_processes: {per_machine} processes on this machine, but it has "
                         f"{torch.cuda.device_count()} GPU(s); start one process per GPU")
-    if m.device_map.startswith("cuda") and not cuda:
-        raise UserError(f"model.device_map: {m.device_map!r} but no CUDA GPU is visible to torch "
-                        f"(torch {torch.__version__}); use \"cpu\" or \"auto\", or install a CUDA build of torch")
-    if m.device_map.startswith("cuda:") and int(m.device_map[5:]) >= torch.cuda.device_count():
-        raise UserError(f"model.device_map: {m.device_map!r} but this machine has {torch.cuda.device_count()} "
-                        f"GPU(s), numbered from cuda:0")
+    problem = device_map_problem(m.device_map)
+    if problem:
+        install = "" if cuda else ", or install a CUDA build of torch"
+        raise UserError(f"model.device_map: {m.device_map!r} but {problem}; use \"cpu\" or \"auto\"{install}")
     if precision == "bf16" and not (cuda and torch.cuda.is_bf16_supported()):
         raise UserError(f"{precision_key}: this machine has no GPU with bfloat16 support; turn bf16 off "
                         "(or use fp16 on an older GPU)")
     if precision == "fp16" and not cuda:
         raise UserError(f"{precision_key}: float16 mixed precision needs a CUDA GPU; none is visible, turn fp16 off")
+
+
+def device_map_problem(device_map: str) -> str | None:
+    """Why this machine cannot place a model where device_map says (training, or loading a trained one), or None."""
+    if device_map.startswith("cuda") and not torch.cuda.is_available():
+        return f"no CUDA GPU is visible to torch (torch {torch.__version__})"
+    if device_map.startswith("cuda:") and int(device_map[5:]) >= torch.cuda.device_count():
+        return f"this machine has {torch.cuda.device_count()} GPU(s), numbered from cuda:0"
+    return None
 
 
 def model_source(ref: str) -> str:
