@@ -250,7 +250,7 @@ def test_ranges_asked_of_the_encoding_equal_those_read_from_offsets(name, sample
         for messages in conversations[:60]:
             try:
                 text = lookup.render(messages)
-                spans = lookup._reply_spans(text, messages)
+                spans, _ = lookup._reply_spans(text, messages)
             except Exception:
                 continue
             encoding = lookup._encodings([text])[0]

@@ -14,13 +14,29 @@ How the template is read (once per encoder, from a probe conversation
   reply's content, e.g. ``<|im_end|>\\n<|im_start|>assistant\\n``.  When the
   template prints the last reply differently (Qwen3 adds an empty
   ``<think></think>`` block) the common prefix of both is used.
-* **end of turn** -- what follows the final reply: leading whitespace plus the
-  run of special tokens right after it (``<|im_end|>``, ``<|eot_id|>``,
-  `` </s>``).  If no special token follows (a template whose markers are not
-  special tokens in this vocabulary) it is the rest of that line
-  (``<|im_end|>`` as plain text).  A newline after the marker is not part of it.
-  A template that prints nothing on that line has no marker: only reply
-  contents are trained.
+* **end of a reply** -- what the model must write to end a reply, read from
+  what follows each probe reply.  After the *last* reply it is leading
+  whitespace plus the run of special tokens right after it (``<|im_end|>``,
+  ``<|eot_id|>``, `` </s>``, gpt-oss's ``<|return|>``); if no special token
+  follows (markers that are not special tokens in this vocabulary) it is the
+  rest of that line (``<|im_end|>`` as plain text).  A newline after the marker
+  is not part of it.  After an *earlier* reply the template prints the end of
+  that reply and then the next turn's opener; the opener belongs to the next
+  turn and is never trained.  The end is the last reply's marker when the text
+  starts with it (nearly every family); else the marker the template prints to
+  end a user message, where the earlier reply's text starts with that
+  (gpt-oss: ``<|end|>``, while ``<|start|>user<|message|>`` opens the next
+  turn); else nothing (GLM-4, ChatGLM3, MiniCPM: the next turn's opener
+  follows the reply directly).  A user message's end is found as the text
+  between its content and the generation prompt (what
+  ``add_generation_prompt=True`` adds).
+* **the stop token** -- a template that prints nothing after the last reply
+  would teach a model that never stops.  Then the example gets one token
+  appended, trained, right after the last reply it keeps: the tokenizer's eos
+  token when the model's generation config lists it among its stop ids (or
+  lists none), else the first id it lists.  So ``input_ids`` are then
+  ``apply_chat_template(tokenize=True)``'s up to the end of that reply, plus
+  that token.
 
 Where a reply is in the rendered text: search forward from a cursor (the end of
 the previous reply) for the next reply header, then for the reply content after
@@ -33,7 +49,7 @@ reply without reasoning is prompt scaffolding and stays untrained.  A reply
 that cannot be found raises :class:`BadRecord` naming
 its message index (0-based, in the list given to ``encode``).
 
-Trained span of a reply = its content + the end-of-turn marker after it.
+Trained span of a reply = its content + its end marker (or the appended stop token).
 Everything else -- system prompt (including a template's default one), user
 turns, role headers, the newline after the marker -- gets ``label_pad_token_id``.
 ``train_on="last"`` keeps only the final reply's span; ``train_on="all"``
@@ -107,9 +123,13 @@ class TemplateLayout:
     """What the chat template prints around assistant replies."""
 
     reply_header: str
-    # Markers to try after a reply, most likely first (last-turn form, then
-    # the mid-conversation form when it differs).
-    end_of_turn: tuple[str, ...]
+    final_end: str  # what ends the last reply ("" when the template prints nothing after it)
+    earlier_end: str  # what ends an earlier reply, before the next turn's opener ("" when nothing)
+
+    @property
+    def end_of_turn(self) -> tuple[str, ...]:
+        """The distinct markers that end a reply, last-reply form first."""
+        return tuple(dict.fromkeys(m for m in (self.final_end, self.earlier_end) if m.strip()))
 
 
 class ConversationEncoder:
@@ -122,7 +142,10 @@ class ConversationEncoder:
         truncation: bool = True,
         train_on: str = "assistant",
         label_pad_token_id: int = -100,
+        model_stop_ids=None,
     ):
+        """model_stop_ids: the eos ids of the model's generation config (an int, a list or None), used to
+        choose the stop token when the template prints nothing after the last reply."""
         if train_on not in TRAIN_ON:
             raise ValueError(f"train_on must be one of {TRAIN_ON}, got {train_on!r}")
         if not isinstance(max_length, int) or max_length <= 0:
@@ -139,7 +162,12 @@ class ConversationEncoder:
         self._template_override = DEFAULT_CHAT_TEMPLATE if self.used_default_template else None
         probe = _probe_conversation()
         probe_text = self.render(probe)
-        self.layout = _read_layout(probe_text, _special_token_strings(tokenizer))
+        self.layout = _read_layout(probe_text, _special_token_strings(tokenizer),
+                                   self._generation_prompt(probe[:3]))
+        self.stop_token_id = _stop_token_id(tokenizer, model_stop_ids)
+        if not self.layout.final_end.strip() and self.stop_token_id is None:
+            raise ValueError("the chat template prints nothing after the last reply and the tokenizer has no eos "
+                             "token, so a trained model would never stop; use a tokenizer with an eos token")
         self._add_special_tokens = self._special_tokens_flag(probe, probe_text)
         system_probe = [{"role": SYSTEM, "content": "ProbeSystem"}, *probe]
         self._direct_render_ok = self._check_direct_render([probe, system_probe, probe[:2]])
@@ -160,16 +188,40 @@ class ConversationEncoder:
         """The template in use when it is the default (save it with the adapter)."""
         return self._template_override if self.used_default_template else self.tokenizer.chat_template
 
-    def render(self, messages: list[dict]) -> str:
-        """The conversation as the chat template prints it (no generation prompt)."""
+    def render(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
+        """The conversation as the chat template prints it (no generation prompt unless asked)."""
         from jinja2.exceptions import TemplateError
 
         try:
             return self.tokenizer.apply_chat_template(
-                messages, chat_template=self._template_override, tokenize=False
+                messages, chat_template=self._template_override, tokenize=False,
+                add_generation_prompt=add_generation_prompt,
             )
         except TemplateError as error:
             raise BadRecord(f"the chat template refused this conversation: {error}") from error
+
+    def reply_end_rule(self) -> str:
+        """In words: what each reply is trained to end with (shown by `tui-lora data`)."""
+        final, earlier = self.layout.final_end, self.layout.earlier_end
+        if final.strip():
+            last = f"{final.strip()!r}, as the template prints it"
+        else:
+            token = self.tokenizer.convert_ids_to_tokens(self.stop_token_id)
+            kind = "eos token" if self.stop_token_id == self.tokenizer.eos_token_id else "first stop id"
+            last = f"{token!r} (the tokenizer's {kind}), added: the template prints nothing after it"
+        if final.strip() and earlier.strip() == final.strip():
+            return f"every reply: {last}"
+        before = (f"{earlier.strip()!r}, as the template prints it" if earlier.strip()
+                  else "nothing (the next turn's opener follows, untrained)")
+        return f"earlier replies: {before}; the last: {last}"
+
+    def _generation_prompt(self, messages: list[dict]) -> str:
+        """What add_generation_prompt=True adds after the messages ("" when it adds nothing or fails)."""
+        try:
+            plain, prompted = self.render(messages), self.render(messages, add_generation_prompt=True)
+        except BadRecord:
+            return ""
+        return prompted[len(plain):] if prompted.startswith(plain) else ""
 
     def encode(self, messages: list[dict]) -> dict:
         """One conversation -> input_ids, attention_mask, labels, truncated."""
@@ -315,9 +367,21 @@ class ConversationEncoder:
         self._direct_render_ok = True  # so that _direct_renderer hands out the renderer to be checked
         try:
             direct = self._direct_renderer()
-            return direct is not None and all(direct(messages=p) == self.render(p) for p in probes)
         except Exception:
             return False
+        checked = 0
+        for probe in probes:
+            try:
+                expected = self.render(probe)
+            except BadRecord:  # a template may refuse a probe (Gemma-2 has no system role); the others count
+                continue
+            try:
+                if direct is None or direct(messages=probe) != expected:
+                    return False
+            except Exception:
+                return False
+            checked += 1
+        return checked > 0
 
     def _check_lookup(self, probes: list[list[dict]]) -> bool:
         """May reply ranges be found by lookup (_ranges_by_lookup) for this tokenizer?
@@ -335,7 +399,7 @@ class ConversationEncoder:
             try:  # a template may refuse a probe (no system role, say); the others still count
                 text = self.render(messages)
                 encoding = self._encodings([text])[0]
-                spans = self._reply_spans(text, messages)
+                spans, _ = self._reply_spans(text, messages)
             except BadRecord:
                 continue
             offsets = encoding.offsets
@@ -398,21 +462,27 @@ class ConversationEncoder:
 
     def _build_example(self, messages, text, input_ids, offsets, encoding=None) -> dict:
         """offsets, or the Rust encoding to read them from (only when the lookup cannot answer)."""
-        spans = self._reply_spans(text, messages)
+        spans, ended = self._reply_spans(text, messages)
         ranges = _ranges_by_lookup(encoding, spans, len(input_ids)) if encoding is not None and self._lookup_ok else None
         if ranges is None:
             offsets = offsets if offsets is not None else encoding.offsets
             ranges = _reply_token_ranges(offsets, spans)
+        # 1 where the example, if it ended after that reply, would need the stop token appended
+        appended = [0 if marked or self.stop_token_id is None else 1 for marked in ended]
         if ranges is None:  # offsets out of order or zero-width tokens inside a reply: token by token
             owners = _span_owner_of_each_token(offsets, spans)
-            cut, truncated = self._cut_point(lambda: _reply_token_ends(owners, len(spans)), len(input_ids))
+            cut, truncated, stop = self._cut_point(lambda: _reply_token_ends(owners, len(spans)), len(input_ids),
+                                                   appended)
             input_ids = list(input_ids[:cut])
             labels = self._labels(input_ids, owners[:cut])
         else:
-            cut, truncated = self._cut_point(lambda: [end if start < end else 0 for start, end in ranges],
-                                             len(input_ids))
+            cut, truncated, stop = self._cut_point(lambda: [end if start < end else 0 for start, end in ranges],
+                                                   len(input_ids), appended)
             input_ids = list(input_ids[:cut])
             labels = self._labels_from_ranges(input_ids, ranges)
+        if stop:  # the last kept reply has no end marker: it is trained to end with the stop token
+            input_ids.append(self.stop_token_id)
+            labels.append(self.stop_token_id)
         if labels.count(self.label_pad_token_id) == len(labels):
             raise BadRecord("no token is trained in this example (all labels masked)")
         return {
@@ -442,35 +512,44 @@ class ConversationEncoder:
             labels[start:end] = input_ids[start:end]
         return labels
 
-    def _cut_point(self, reply_ends, length: int) -> tuple[int, bool]:
-        """Where to cut the token sequence, and whether a reply was cut in half.
+    def _cut_point(self, reply_ends, length: int, appended: list[int]) -> tuple[int, bool, bool]:
+        """Where to cut the token sequence, whether trailing exchanges were dropped, and whether the stop
+        token follows the cut.
 
-        reply_ends is called only when the example is too long: the exclusive token index where
-        each reply ends (0 for a reply with no token).
+        reply_ends is called only when needed: the exclusive token index where each reply ends (0 for a
+        reply with no token). appended[i] is 1 when an example ending after reply i needs the stop token.
         """
-        if length <= self.max_length:
-            return length, False
+        if not appended[-1] and length <= self.max_length:
+            return length, False, False
+        ends = reply_ends()
+        if appended[-1] and ends[-1] + 1 <= self.max_length:
+            # the last reply has no end marker: cut right after it (only template text follows) for the stop token
+            return ends[-1], False, True
+        needed = ends[-1] + appended[-1] if appended[-1] else length
         if not self.truncation:
-            raise BadRecord(f"{length} tokens > max_length {self.max_length}")
-        reply_ends = reply_ends()
-        fitting = [end for end in reply_ends if end <= self.max_length]
+            raise BadRecord(f"{needed} tokens > max_length {self.max_length}")
+        fitting = [index for index, end in enumerate(ends) if 0 < end and end + appended[index] <= self.max_length]
         if not fitting:
-            first = min(reply_ends) if reply_ends else length
+            first = min((end + extra for end, extra in zip(ends, appended) if end), default=length)
             raise BadRecord(f"the first reply ends at token {first}, past max_length {self.max_length}")
-        return max(fitting), True
+        kept = max(fitting, key=lambda index: ends[index])
+        return ends[kept], True, bool(appended[kept])
 
-    def _reply_spans(self, text: str, messages: list[dict]) -> list[tuple[int, int]]:
-        """Character span (content + end of turn) of every assistant reply, in order."""
-        spans = []
+    def _reply_spans(self, text: str, messages: list[dict]) -> tuple[list[tuple[int, int]], list[bool]]:
+        """Character span (content + end marker) of every assistant reply, in order, and for each whether
+        the template printed an end marker after it (False: it needs the stop token where an example ends)."""
+        spans, ended = [], []
         cursor = 0
+        last = len(messages) - 1
         for turn, message in enumerate(messages):
             if message["role"] != ASSISTANT:
                 continue
-            start, end = self._locate_reply(text, message["content"], cursor, turn)
-            end = self._end_of_turn_after(text, end, turn)
+            start, content_end = self._locate_reply(text, message["content"], cursor, turn)
+            end = self._end_of_reply(text, content_end, turn, turn == last)
             spans.append((start, end))
+            ended.append(end > content_end)
             cursor = end
-        return spans
+        return spans, ended
 
     def _locate_reply(self, text: str, content: str, cursor: int, turn: int) -> tuple[int, int]:
         header = self.layout.reply_header
@@ -500,10 +579,12 @@ class ConversationEncoder:
             return start, found + len(candidate)
         raise BadRecord(f"message {turn} (assistant): reply text not found in the rendered conversation")
 
-    def _end_of_turn_after(self, text: str, end: int, turn: int) -> int:
-        markers = self.layout.end_of_turn
-        if not markers:
-            return end
+    def _end_of_reply(self, text: str, end: int, turn: int, last: bool) -> int:
+        """Where the reply's trained text ends: after its end marker, or at ``end`` where the template prints
+        none at this place (the last message, or an earlier one)."""
+        layout = self.layout
+        expected, other = (layout.final_end, layout.earlier_end) if last else (layout.earlier_end, layout.final_end)
+        markers = [marker for marker in dict.fromkeys((expected, other)) if marker.strip()]
         for marker in markers:
             if text.startswith(marker, end):
                 return end + len(marker)
@@ -511,9 +592,11 @@ class ConversationEncoder:
         # gained some the template kept: allow whitespace before the marker.
         after_space = _WHITESPACE.match(text, end).end()
         for marker in markers:
-            if marker.strip() and text.startswith(marker.lstrip(), after_space):
+            if text.startswith(marker.lstrip(), after_space):
                 return after_space + len(marker.lstrip())
-        raise BadRecord(f"message {turn} (assistant): end-of-turn marker {markers[0]!r} not found after the reply")
+        if not expected.strip():  # nothing ends a reply at this place: the stop token will, where an example ends
+            return end
+        raise BadRecord(f"message {turn} (assistant): end-of-turn marker {expected.strip()!r} not found after the reply")
 
 
 # ---------------------------------------------------------------------------
@@ -538,7 +621,7 @@ def _probe_conversation() -> list[dict]:
     return probe
 
 
-def _read_layout(probe_text: str, specials: list[str]) -> TemplateLayout:
+def _read_layout(probe_text: str, specials: list[str], generation_prompt: str = "") -> TemplateLayout:
     positions = []
     cursor = 0
     for question, reply in zip(_PROBE_QUESTIONS, _PROBE_REPLIES):
@@ -553,12 +636,48 @@ def _read_layout(probe_text: str, specials: list[str]) -> TemplateLayout:
             cursor = at + len(sentinel)
     (_, q1_end), (a1_start, a1_end), (q2_start, q2_end), (a2_start, a2_end) = positions
     header = os.path.commonprefix([probe_text[q1_end:a1_start], probe_text[q2_end:a2_start]])
-    markers = []
-    for after_reply in (probe_text[a2_end:], probe_text[a1_end:q2_start]):
-        marker = _end_of_turn_text(after_reply, specials)
-        if marker and marker not in markers:
-            markers.append(marker)
-    return TemplateLayout(reply_header=header, end_of_turn=tuple(markers))
+    final_end = _end_of_turn_text(probe_text[a2_end:], specials)
+    user_end = _message_end(probe_text[q2_end:a2_start], generation_prompt, specials)
+    earlier_end = _earlier_reply_end(probe_text[a1_end:q2_start], (final_end, user_end))
+    return TemplateLayout(reply_header=header, final_end=final_end, earlier_end=earlier_end)
+
+
+def _message_end(after_user: str, generation_prompt: str, specials: list[str]) -> str:
+    """The marker that ends a user message: what comes before the assistant's opener, which starts with the
+    generation prompt ("" when there is none, or it is not found)."""
+    opener = generation_prompt.strip()
+    at = after_user.find(opener) if opener else -1
+    return _end_of_turn_text(after_user[:at], specials) if at > 0 else ""
+
+
+def _earlier_reply_end(between: str, evidence: tuple[str, ...]) -> str:
+    """What ends an earlier reply: the first marker of ``evidence`` that the text between that reply and the
+    next user message starts with (allowing other whitespace before it), as printed; "" when none does.
+
+    The rest of that text opens the next turn. Taking a marker only where another place of the template
+    prints it too keeps the opener out: GLM-4's "<|user|>" after a reply is not an end (nothing ends the
+    last reply), and gpt-oss's "<|end|><|start|>user" splits at the "<|end|>" that also ends user messages.
+    """
+    for marker in evidence:
+        if not marker.strip():
+            continue
+        if between.startswith(marker):
+            return marker
+        stripped = between.lstrip()
+        if stripped.startswith(marker.lstrip()):
+            return between[: len(between) - len(stripped)] + marker.lstrip()
+    return ""
+
+
+def _stop_token_id(tokenizer, model_stop_ids) -> int | None:
+    """The token a reply is trained to end with where the template prints nothing after it: the tokenizer's
+    eos when the model's generation config stops on it (or names no stop ids), else the first one it names."""
+    listed = [model_stop_ids] if isinstance(model_stop_ids, int) else list(model_stop_ids or [])
+    listed = [token_id for token_id in listed if isinstance(token_id, int)]
+    eos = tokenizer.eos_token_id
+    if eos is not None and (not listed or eos in listed):
+        return eos
+    return listed[0] if listed else eos
 
 
 def _end_of_turn_text(after_reply: str, specials: list[str]) -> str:

@@ -8,11 +8,14 @@ before training starts, then dropped.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from tui_lora.assets import builtin_path, is_builtin
 from tui_lora.config.schema import RunConfig
 from tui_lora.data.encode import ConversationEncoder
 from tui_lora.data.formats import BadRecord, detect_format, to_messages
@@ -36,6 +39,7 @@ class DataReport:
     bad_records: list[tuple[int, str]] = field(default_factory=list)  # (record number, reason), first few
     skip_reasons: dict[str, int] = field(default_factory=dict)  # reason with numbers blanked -> count
     used_default_template: bool = False
+    reply_end: str = ""  # what each reply is trained to end with, in words (ConversationEncoder.reply_end_rule)
 
 
 def _arrow_schema():
@@ -103,6 +107,32 @@ def choose_format(records, requested: str) -> str:
         raise UserError(f"data.format: could not detect the format: {exc}") from None
 
 
+def model_stop_ids(config: RunConfig):
+    """The eos ids in the model's generation_config.json (an int or a list), or None where it has none.
+
+    Read from the model's folder (hub ids are fetched into one before data is prepared); only the
+    stop token of templates that print nothing after the last reply depends on it.
+    """
+    ref = config.model.name_or_path
+    folder = builtin_path(ref) if is_builtin(ref) else Path(ref).expanduser()
+    try:
+        return json.loads((folder / "generation_config.json").read_text(encoding="utf-8")).get("eos_token_id")
+    except (OSError, ValueError, AttributeError):  # no such file (a hub id offline, a base model without one)
+        return None
+
+
+def build_encoder(config: RunConfig, tokenizer) -> ConversationEncoder:
+    """The run's ConversationEncoder; a tokenizer or template it cannot read is one line naming the key."""
+    key = "tokenizer.name_or_path" if config.tokenizer.name_or_path else "model.name_or_path"
+    try:
+        return ConversationEncoder(tokenizer, max_length=config.tokenizer.max_length,
+                                   truncation=config.tokenizer.truncation, train_on=config.data.train_on,
+                                   label_pad_token_id=config.collator.label_pad_token_id,
+                                   model_stop_ids=model_stop_ids(config))
+    except ValueError as exc:
+        raise UserError(f"{key}: {exc}") from None
+
+
 def encode_records(config: RunConfig, tokenizer) -> tuple[Any, DataReport]:
     """Every usable record as an example, in file order, with its token counts; bad ones counted.
 
@@ -114,10 +144,9 @@ def encode_records(config: RunConfig, tokenizer) -> tuple[Any, DataReport]:
     if settings.max_samples:
         records = (records.take(settings.max_samples) if settings.streaming
                    else records.select(range(min(settings.max_samples, len(records)))))
-    encoder = ConversationEncoder(tokenizer, max_length=config.tokenizer.max_length,
-                                  truncation=config.tokenizer.truncation, train_on=settings.train_on,
-                                  label_pad_token_id=config.collator.label_pad_token_id)
-    report = DataReport(format=fmt, used_default_template=encoder.used_default_template)
+    encoder = build_encoder(config, tokenizer)
+    report = DataReport(format=fmt, used_default_template=encoder.used_default_template,
+                        reply_end=encoder.reply_end_rule())
     pad = config.collator.label_pad_token_id
     map_args: dict[str, Any] = dict(batched=True, batch_size=settings.map_batch_size, with_indices=True,
                                     remove_columns=list(records.column_names or []))

@@ -52,6 +52,8 @@ def summary_table(report: DataReport, lengths: list[int], max_length: int) -> Ta
     table.add_row("shortened", f"{report.truncated:,} (trailing exchanges dropped to fit max_length {max_length})")
     share = report.trained_tokens / report.train_tokens if report.train_tokens else 0.0
     table.add_row("trained tokens", f"{report.trained_tokens:,} of {report.train_tokens:,} ({share:.1%}, all examples)")
+    if report.reply_end:
+        table.add_row("replies end", report.reply_end)
     if report.used_default_template:
         table.add_row("template", "the tokenizer has none: tui-lora's default ChatML is used")
     peak = max((count for _, _, count in length_histogram(lengths, max_length)), default=0) or 1
