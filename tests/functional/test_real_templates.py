@@ -280,3 +280,54 @@ def test_corpus_holds_the_families_the_readme_names():
     assert required <= set(FAMILIES)
     for key, facts in FAMILIES.items():
         assert facts["source"] and (TEMPLATES / facts["template"]).is_file(), key
+
+
+def reply_end_line(key: str) -> str:
+    """The README's line for a family: what its replies are trained to end with, as the encoder reads it."""
+    facts = FAMILIES[key]
+    encoder = encoder_for(key, "tiny")
+    final, earlier = encoder.layout.final_end.strip(), encoder.layout.earlier_end.strip()
+    last = f"`{final}`" if final else f"`{Family(key, facts).stop_token()}` (added: the template prints nothing)"
+    if final and earlier == final:
+        return f"- {facts['model']}: every reply `{final}`"
+    before = f"`{earlier}`" if earlier else "nothing (the next turn's opener follows, untrained)"
+    return f"- {facts['model']}: earlier replies {before}, the last {last}"
+
+
+def test_readme_states_each_familys_rule():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    missing = [reply_end_line(key) for key in FAMILIES if reply_end_line(key) not in readme]
+    assert not missing, "README.md should list:\n" + "\n".join(missing)
+
+
+def test_data_command_on_a_template_that_prints_nothing_after_replies(tmp_path):
+    """The tiny model with GLM-4's verbatim template, through the real `tui-lora data`: earlier replies train
+    no opener, the last one ends with the stop token (the tiny tokenizer's eos), and the summary says so."""
+    import json
+    import os
+    import shutil
+
+    from conftest import run_cli, tiny_run_file, write_run_file
+
+    from tui_lora.assets import builtin_path
+
+    model = tmp_path / "tiny-glm4"
+    shutil.copytree(builtin_path("builtin:tiny-chat"), model)
+    (model / "chat_template.jinja").write_text((TEMPLATES / "glm4.jinja").read_text(encoding="utf-8"),
+                                               encoding="utf-8")
+    raw = tiny_run_file(tmp_path / "run", model={"name_or_path": str(model)}, data={"max_samples": 12})
+    run_file = write_run_file(tmp_path / "run.toml", raw)
+    done = run_cli("data", str(run_file), "--jsonl")
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert rows
+    for row in rows:
+        *earlier, last = row["trained_text"]
+        assert row["text"].startswith("[gMASK]<sop>") and last.endswith("<|im_end|>")
+        assert row["input_ids"][-1] == row["labels"][-1] == 2  # the eos id of the tiny model's generation config
+        assert not any("<|im_end|>" in piece or "<|user|>" in piece for piece in earlier)
+        assert "<|user|>" not in last
+    summary = run_cli("data", str(run_file), "--count", "1", env={**os.environ, "COLUMNS": "200"})
+    assert summary.returncode == 0, summary.stderr
+    assert ("earlier replies: nothing (the next turn's opener follows, untrained); the last: '<|im_end|>' "
+            "(the tokenizer's eos token), added" in summary.stdout)
