@@ -38,18 +38,22 @@ CASES = [
     Case("no known format", "run", "unknown_format.jsonl",
          f"unknown record format: keys seen ['answer', 'question']; expected one of {FORMATS_NAMED}"),
     Case("not a data file", "run", "notes.txt", "is not a data file; a data file's name must end in .json, .jsonl"),
+    # A line that is not a record is a bad record: 1 of these 8 is more than data.max_bad_share (10%)
     Case("broken JSON line", "run", "broken_json_line.jsonl",
-         "broken_json_line.jsonl' line 3 is not valid JSON (Expecting ',' delimiter); each line must be one record"),
+         "more than data.max_bad_share (10%); first: record 3: broken_json_line.jsonl line 3 is not valid JSON "
+         "(Expecting ',' delimiter)"),
     Case("a line that is not a record", "run", "not_a_record.jsonl",
-         "not_a_record.jsonl' line 5 is an array, not a record (a JSON object {...})"),
-    Case("not UTF-8", "run", "not_utf8.jsonl", "not_utf8.jsonl' is not UTF-8 text (line 3, byte "),
+         "first: record 5: not_a_record.jsonl line 5 is an array, not a record (a JSON object {...})"),
+    Case("not UTF-8", "run", "not_utf8.jsonl", "first: record 3: not_utf8.jsonl line 3 is not UTF-8 text (byte "),
     Case("every record unusable", "run", "all_unusable.jsonl",
          "none of the 8 records could be used as 'belle' (record 1: missing 'output'); check data.format"),
-    Case("data: not UTF-8", "data", "not_utf8.jsonl", "not_utf8.jsonl' is not UTF-8 text (line 3, byte "),
+    Case("data: not UTF-8", "data", "not_utf8.jsonl", "record 3: not_utf8.jsonl line 3 is not UTF-8 text (byte "),
     Case("data: broken JSON line", "data", "broken_json_line.jsonl",
-         "broken_json_line.jsonl' line 3 is not valid JSON"),
+         "record 3: broken_json_line.jsonl line 3 is not valid JSON"),
 ]
 FEW_BAD_ROWS = "a_few_bad_rows.jsonl"  # 26 records, 2 of them unusable: skipped and counted, the run goes on
+# 30 lines: one broken JSON, one not UTF-8, one an array (3/30 = 10%, not more than the share): the run goes on
+BROKEN_LINES = "broken_lines_among_many.jsonl"
 
 
 def run_file(tmp: Path, name: str, data: str) -> Path:
@@ -74,6 +78,9 @@ def outcomes(tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProc
     few_bad = run_file(tmp, "few", FEW_BAD_ROWS)
     jobs["few bad rows: run"] = (tmp / "run", command("run", few_bad))
     jobs["few bad rows: data"] = (tmp / "run", command("data", few_bad))
+    tmp = tmp_path_factory.mktemp("broken-lines")
+    broken = run_file(tmp, "broken", BROKEN_LINES)
+    jobs["broken lines: run"] = (tmp / "run", command("run", broken))
 
     def finish(argv):
         return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=240)
@@ -128,3 +135,16 @@ def test_a_few_bad_rows_are_skipped_and_counted_and_the_run_goes_on(outcomes):
     shown, shown_done = outcomes["few bad rows: data"]
     assert shown_done.returncode == 0, shown_done.stderr
     assert "skipped" in shown_done.stdout and "1 × missing 'output'" in shown_done.stdout
+
+
+def test_lines_that_are_not_records_are_skipped_counted_and_named(outcomes):
+    folder, done = outcomes["broken lines: run"]
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "30 records as 'belle', 3 skipped" in done.stdout
+    for number, why in ((4, "is not valid JSON (Expecting ',' delimiter)"), (12, "is not UTF-8 text (byte 25 of the line)"),
+                        (20, "is an array, not a record")):
+        assert f"skipped record {number}: {BROKEN_LINES} line {number} {why}" in done.stdout
+    data = next(e for e in read_events(folder / "events.jsonl") if e["type"] == "data")
+    assert (data["records"], data["skipped"], data["train_examples"]) == (30, 3, 27)
+    assert [e["state"] for e in read_events(folder / "events.jsonl") if e["type"] == "status"][-1] == "finished"

@@ -8,6 +8,7 @@ before training starts, then dropped.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections import Counter
@@ -19,7 +20,7 @@ from tui_lora.assets import builtin_path, is_builtin
 from tui_lora.config.schema import RunConfig
 from tui_lora.data.encode import ConversationEncoder
 from tui_lora.data.formats import BadRecord, detect_format, to_messages
-from tui_lora.data.sources import load_records
+from tui_lora.data.sources import UNREADABLE, load_records
 from tui_lora.errors import UserError
 
 MODEL_COLUMNS = ["input_ids", "attention_mask", "labels"]
@@ -72,6 +73,11 @@ class _RecordEncoder:
         rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
         conversations, format_errors = [], []
         for row in rows:
+            unreadable = row.pop(UNREADABLE, None)
+            if unreadable:  # a line of the file that was not a record (sources.readable_json_lines)
+                conversations.append(None)
+                format_errors.append(unreadable)
+                continue
             try:
                 conversations.append(to_messages(row, self.fmt))
                 format_errors.append("")
@@ -98,8 +104,12 @@ class _RecordEncoder:
 def choose_format(records, requested: str) -> str:
     if requested != "auto":
         return requested
-    head = [record for _, record in zip(range(20), records)]
+    head = [{key: value for key, value in record.items() if key != UNREADABLE}
+            for record in itertools.islice(records, 200) if not record.get(UNREADABLE)][:20]
     if not head:
+        unreadable = next((record.get(UNREADABLE) for record in itertools.islice(records, 1)), None)
+        if unreadable:  # not one of the first lines is a record
+            raise UserError(f"data.path: {unreadable}; each line must be one record, a JSON object {{...}}")
         raise UserError("data.path: the data set is empty")
     try:
         return detect_format(head)
@@ -201,7 +211,8 @@ def _count(examples, report: DataReport, max_bad_share: float) -> None:
     bad = [(number, error) for number, error in zip(columns["record"], errors) if error]
     report.skipped = len(bad)
     report.bad_records = bad[:SHOWN_BAD_RECORDS]
-    report.skip_reasons = dict(Counter(re.sub(r"\d+", "N", reason) for _, reason in bad))
+    # numbers blanked so that one cause is one line; not those inside names ("not_utf8.jsonl", "UTF-8")
+    report.skip_reasons = dict(Counter(re.sub(r"(?<![\w.-])\d+(?![\w.-])", "N", reason) for _, reason in bad))
     if report.records == 0:
         raise UserError("data.path: the data set is empty")
     if report.skipped == report.records:

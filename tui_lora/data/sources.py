@@ -6,6 +6,7 @@ records; turning records into conversations is formats.py's job.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from tui_lora.errors import UserError, first_line
 BUILDERS = {suffix: "json" if suffix == ".jsonl" else suffix[1:] for suffix in DATA_SUFFIXES}
 # Files read as text: they must be UTF-8 (datasets' readers let other bytes through, to fail mid-run)
 TEXT_SUFFIXES = (".json", ".jsonl", ".csv")
+# The column a line of a JSON Lines file that is not a record becomes: its reason, so it is counted and named
+# like any other bad record (data.max_bad_share) instead of stopping a run on a 0.8M-line file for one line
+UNREADABLE = "_tui_lora_unreadable"
 
 
 def local_data_files(path: Path) -> tuple[str, list[str]]:
@@ -70,7 +74,7 @@ def first_non_utf8(path: Path) -> tuple[int, int] | None:
 
 def _check_utf8(files: list[str]) -> None:
     for name in files:
-        if name.endswith(TEXT_SUFFIXES):
+        if name.endswith(TEXT_SUFFIXES) and not _is_json_lines(Path(name)):
             found = first_non_utf8(Path(name))
             if found:
                 raise UserError(f"data.path: {name!r} is not UTF-8 text (line {found[0]}, byte {found[1]}); "
@@ -110,6 +114,68 @@ def first_json_problem(path: Path) -> str | None:
     return None
 
 
+def _is_json_lines(path: Path) -> bool:
+    """A .jsonl file, or a .json file whose first line is a whole record (JSON Lines under another name)."""
+    if path.suffix == ".jsonl":
+        return True
+    if path.suffix != ".json":
+        return False
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        try:
+            return isinstance(json.loads(handle.readline()), dict)
+        except json.JSONDecodeError:
+            return False
+
+
+def _line_problem(raw: bytes) -> str | None:
+    """Why one line of a JSON Lines file is not a record, or None when it is one."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"is not UTF-8 text (byte {exc.start} of the line)"
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"is not valid JSON ({exc.msg})"
+    if not isinstance(record, dict):
+        what = {list: "an array", str: "a string", bool: "true or false", type(None): "null"}.get(
+            type(record), "a number")
+        return f"is {what}, not a record (a JSON object {{...}})"
+    return None
+
+
+def readable_json_lines(path: Path) -> Path:
+    """The file itself when every line is a record, else a copy where each line that is not one (broken JSON,
+    bytes that are not UTF-8, an array …) is replaced by a record holding only its reason (UNREADABLE).
+
+    Records keep their numbers. The copy sits in datasets' cache, named after the file's path, size and
+    modification time, so an unchanged file is read once; one pass over the bytes, line by line.
+    """
+    with open(path, "rb") as handle:
+        if not any(raw.strip() and _line_problem(raw) for raw in handle):
+            return path
+    import datasets
+
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    copy = Path(datasets.config.HF_DATASETS_CACHE) / "tui-lora-readable" / f"{key}-{path.stem}.jsonl"
+    if copy.exists():
+        return copy
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    partial = copy.with_suffix(".partial")
+    with open(path, "rb") as source, open(partial, "wb") as out:
+        for number, raw in enumerate(source, 1):
+            if not raw.strip():
+                continue
+            problem = _line_problem(raw)
+            if problem:
+                reason = f"{path.name} line {number} {problem}"
+                raw = json.dumps({UNREADABLE: reason}, ensure_ascii=False).encode("utf-8") + b"\n"
+            out.write(raw if raw.endswith(b"\n") else raw + b"\n")
+    partial.replace(copy)  # whole or absent: a run stopped mid-copy never reads half a file
+    return copy
+
+
 def _explain_bad_json(builder: str | None, files: list[str]) -> None:
     """Raise the one line that names the broken line of a JSON file, when that is what failed."""
     if builder != "json":
@@ -139,6 +205,8 @@ def load_records(settings: DataSettings):
         builder, files = local_data_files(path)
         _check_not_empty(files, ref)
         _check_utf8(files)
+        if path.is_file() and _is_json_lines(path):
+            return _json_lines(path, settings)
         if path.is_dir():
             # datasets' own folder reading: splits from file names (train-*.parquet, test.jsonl …) and
             # the configs of a downloaded hub repo's README, as the hub would serve them
@@ -163,6 +231,30 @@ def load_records(settings: DataSettings):
         if isinstance(cause, UnicodeDecodeError):
             raise UserError(f"data.path: {ref!r} is not UTF-8 text; re-save it as UTF-8") from None
         raise UserError(f"data.path: {ref!r} could not be parsed: {first_line(cause)}") from None
+
+
+def _json_lines(path: Path, settings: DataSettings):
+    """A JSON Lines file, where a line that is not a record is a bad record (see readable_json_lines).
+
+    datasets' own reader goes first (it is fast, and most files are clean); the line by line pass runs when
+    it fails, when the file holds bytes that are not UTF-8 (which that reader lets through), and when
+    streaming, where a broken line would only be met mid-run.
+    """
+    import datasets
+
+    def load(target: Path):
+        return datasets.load_dataset("json", data_files={"train": [str(target)]}, split=settings.split,
+                                     streaming=settings.streaming)
+
+    if settings.streaming or first_non_utf8(path):
+        return load(readable_json_lines(path))
+    try:
+        return load(path)
+    except (datasets.exceptions.DatasetGenerationError, ValueError):
+        readable = readable_json_lines(path)
+        if readable == path:  # every line is a record: the failure is something else, said by load_records
+            raise
+        return load(readable)
 
 
 def _saved_dataset(path: Path, settings: DataSettings):
