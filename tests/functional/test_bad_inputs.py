@@ -148,3 +148,28 @@ def test_lines_that_are_not_records_are_skipped_counted_and_named(outcomes):
     data = next(e for e in read_events(folder / "events.jsonl") if e["type"] == "data")
     assert (data["records"], data["skipped"], data["train_examples"]) == (30, 3, 27)
     assert [e["state"] for e in read_events(folder / "events.jsonl") if e["type"] == "status"][-1] == "finished"
+
+
+def test_a_tokenizer_with_more_ids_than_the_model_has_rows_is_refused_before_training(tmp_path):
+    """Tokens added to the tiny model's tokenizer without resizing the model: `data` and `run` both say so in
+    one line naming both sizes (before, `run` died at step 1 with an IndexError from the embedding)."""
+    from conftest import run_cli
+    from transformers import AutoTokenizer
+
+    from tui_lora.assets import builtin_path
+
+    tokenizer = AutoTokenizer.from_pretrained(builtin_path("builtin:tiny-chat"))
+    rows = json.loads((builtin_path("builtin:tiny-chat") / "config.json").read_text())["vocab_size"]
+    tokenizer.add_tokens([f"<new_{n}>" for n in range(len(tokenizer) - rows + 3)])
+    tokenizer.save_pretrained(tmp_path / "bigger-tokenizer")
+    largest = len(tokenizer) - 1
+    raw = tiny_run_file(tmp_path / "run", tokenizer={"name_or_path": str(tmp_path / "bigger-tokenizer")})
+    path = write_run_file(tmp_path / "run.toml", raw)
+    for verb in ("data", "run"):
+        done = run_cli(verb, str(path), *(["--plain"] if verb == "run" else []))
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stdout + done.stderr
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: tokenizer.name_or_path: the tokenizer gives ids up to "
+                               f"{largest} but the model has {rows} embedding rows"), last
+    assert not (tmp_path / "run" / "adapter").exists()

@@ -92,12 +92,14 @@ def quiet_datasets() -> None:
 
 def show_data(config: RunConfig, count: int | None = None, as_jsonl: bool = False, console: Console | None = None):
     """The `tui-lora data` view: the first examples in file order, then the whole data set's summary."""
-    from tui_lora.engine.model import load_tokenizer
+    from tui_lora.engine.model import load_model_config, load_tokenizer
+    from tui_lora.engine.preflight import check_vocabulary
     from tui_lora.hub import resolve_sources
 
     quiet_datasets()
     config = resolve_sources(config)
     tokenizer = load_tokenizer(config)
+    check_vocabulary(config, load_model_config(config), tokenizer)  # what `run` would refuse before training
     pad = config.collator.label_pad_token_id
     examples, report = encode_records(config, tokenizer)
     if config.data.streaming:  # no length: show what the first examples look like, count nothing

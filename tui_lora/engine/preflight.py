@@ -41,6 +41,34 @@ def check_context(config: RunConfig, model_config) -> None:
                         f"({key} = {context} in its config); use at most {context}")
 
 
+def embedding_rows(model_config) -> int | None:
+    """The rows of the model's input embedding, as its config says (vocab_size; the text model's for a
+    multimodal config). Resizing the embeddings updates it, so it is what the loaded weights hold."""
+    for candidate in (model_config, getattr(model_config, "text_config", None)):
+        rows = getattr(candidate, "vocab_size", None)
+        if isinstance(rows, int) and rows > 0:
+            return rows
+    return None
+
+
+def check_vocabulary(config: RunConfig, model_config, tokenizer) -> None:
+    """Every id the tokenizer can give must have an embedding row, or the first step dies with an IndexError.
+
+    More rows than tokens is normal (Qwen pads its embedding to a multiple of 128); fewer is a tokenizer of
+    another model, or one with tokens added and no embeddings resized for them.
+    """
+    rows = embedding_rows(model_config)
+    ids = tokenizer.get_vocab().values()
+    largest = max(ids, default=-1)
+    if rows is None or largest < rows:
+        return
+    key = "tokenizer.name_or_path" if config.tokenizer.name_or_path else "model.name_or_path"
+    raise UserError(f"{key}: the tokenizer gives ids up to {largest} but the model has {rows} embedding rows "
+                    f"(vocab_size in its config), so training would stop at the first such token; use the model's "
+                    "own tokenizer, or, for tokens added on purpose, a model whose embeddings were resized to "
+                    f"{largest + 1} rows, trained with lora.modules_to_save = [\"embed_tokens\", \"lm_head\"]")
+
+
 def check_quantization_backend(config: RunConfig) -> None:
     q = config.quantization
     if (q.load_in_4bit or q.load_in_8bit) and importlib.util.find_spec("bitsandbytes") is None:

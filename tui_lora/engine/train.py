@@ -132,6 +132,7 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, stop, r
     preflight.check_context(config, model_config)
 
     tokenizer = models.load_tokenizer(config)
+    preflight.check_vocabulary(config, model_config, tokenizer)
     events.status("preparing_data", f"reading {config.data.path}")
     with setup.main_process_first(desc="preparing the data"):
         train_set, eval_set, report = prepare_datasets(config, tokenizer)
