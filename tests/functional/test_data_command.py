@@ -61,3 +61,25 @@ def test_second_run_reuses_the_tokenised_cache_and_settings_change_it(tmp_path):
     third = run_cli("data", str(run_file), "--jsonl", "--count", "1", "--set", "data.train_on=last", env=env)
     assert third.returncode == 0 and "tokenising" in third.stderr
     assert len(cache_files()) > len(made)
+
+
+def test_summary_counted_column_wise_equals_counting_row_by_row(tmp_path):
+    """The summary's figures come from pyarrow / numpy on whole columns; counted in Python they are the same."""
+    from tui_lora.config import config_from_dict
+    from tui_lora.data import prepare, preview
+    from tui_lora.engine.model import load_tokenizer
+
+    config = config_from_dict(tiny_run_file(tmp_path / "run", data={"path": "tests/functional/bad_data/"
+                                                                            "a_few_bad_rows.jsonl", "max_samples": 0}))
+    examples, report = prepare.encode_records(config, load_tokenizer(config))
+    rows = examples.to_list()
+    assert (report.records, report.skipped, len(rows)) == (26, 2, 24)  # the 2 skipped are out of `examples`
+    lengths = preview.whole_set_counts(examples, report)
+    assert list(lengths) == [row["n_tokens"] for row in rows]
+    assert report.trained_tokens == sum(row["n_trained"] for row in rows)
+    width = -(-256 // 8)
+    by_hand = [0] * 8
+    for row in rows:
+        by_hand[min(7, (row["n_tokens"] - 1) // width)] += 1
+    assert [count for _, _, count in preview.length_histogram(lengths, 256)] == by_hand
+    assert preview.length_histogram([], 256) == [(i * width + 1, (i + 1) * width, 0) for i in range(8)]

@@ -16,7 +16,8 @@ from rich.text import Text
 
 from tui_lora.config.schema import RunConfig
 from tui_lora.data.encode import label_mask_segments
-from tui_lora.data.prepare import MODEL_COLUMNS, DataReport, encode_records, split_examples
+from tui_lora.data.prepare import (MODEL_COLUMNS, DataReport, arrow_columns, column_sum, encode_records,
+                                   split_examples)
 
 TRAINED_STYLE = "bold black on green"
 CONTEXT_STYLE = "dim"
@@ -30,13 +31,15 @@ def example_text(segments: Iterable[tuple[str, bool]]) -> Text:
     return text
 
 
-def length_histogram(lengths: list[int], max_length: int, bins: int = 8) -> list[tuple[int, int, int]]:
-    """(low, high, count) buckets of equal width from 0 to max_length."""
+def length_histogram(lengths, max_length: int, bins: int = 8) -> list[tuple[int, int, int]]:
+    """(low, high, count) buckets of equal width from 0 to max_length; lengths a list or a numpy array."""
+    import numpy as np
+
     width = max(1, -(-max_length // bins))
-    counts = [0] * bins
-    for length in lengths:
-        counts[min(bins - 1, (length - 1) // width if length else 0)] += 1
-    return [(i * width + 1, min(max_length, (i + 1) * width), count) for i, count in enumerate(counts)]
+    lengths = np.asarray(lengths, dtype=np.int64)
+    buckets = np.minimum(bins - 1, np.maximum(lengths - 1, 0) // width)
+    counts = np.bincount(buckets, minlength=bins)[:bins]
+    return [(i * width + 1, min(max_length, (i + 1) * width), int(count)) for i, count in enumerate(counts)]
 
 
 def summary_table(report: DataReport, lengths: list[int], max_length: int) -> Table:
@@ -56,10 +59,19 @@ def summary_table(report: DataReport, lengths: list[int], max_length: int) -> Ta
         table.add_row("replies end", report.reply_end)
     if report.used_default_template:
         table.add_row("template", "the tokenizer has none: tui-lora's default ChatML is used")
-    peak = max((count for _, _, count in length_histogram(lengths, max_length)), default=0) or 1
-    for low, high, count in length_histogram(lengths, max_length):
+    histogram = length_histogram(lengths, max_length)
+    peak = max((count for _, _, count in histogram), default=0) or 1
+    for low, high, count in histogram:
         table.add_row("length" if low == 1 else "", f"{low:>6}-{high:<6} {'█' * round(30 * count / peak):30} {count:,}")
     return table
+
+
+def whole_set_counts(examples, report: DataReport):
+    """Token sums of the whole set into the report (the summary counts every example, not the train split's);
+    returns each example's length, as a numpy array (column-wise: no Python int per example)."""
+    counts = arrow_columns(examples, "n_tokens", "n_trained")
+    report.train_tokens, report.trained_tokens = column_sum(counts, "n_tokens"), column_sum(counts, "n_trained")
+    return counts.column("n_tokens").to_numpy()
 
 
 def show_examples(console: Console, tokenizer, examples, report: DataReport, lengths: list[int],
@@ -107,10 +119,9 @@ def show_data(config: RunConfig, count: int | None = None, as_jsonl: bool = Fals
         lengths = [len(example["input_ids"]) for example in shown]
     else:
         split_examples(examples, config, report)  # train/eval counts as the run will see them
-        report.train_tokens, report.trained_tokens = sum(examples["n_tokens"]), sum(examples["n_trained"])
+        lengths = whole_set_counts(examples, report)
         wanted = len(examples) if as_jsonl and count is None else min(count or 3, len(examples))
         shown = examples.select(range(wanted)).select_columns(MODEL_COLUMNS)
-        lengths = examples["n_tokens"]
     if as_jsonl:
         for example in shown:
             print(example_json(tokenizer, example, pad))
