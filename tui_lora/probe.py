@@ -11,6 +11,9 @@ short-lived child process, which prints exactly one JSON object on stdout and ex
     data   {"ok": true, "format", "records", "skipped", "skip_reasons", "truncated",
             "used_default_template", "sampled", "examples": [...], "lengths": [...]}
     hub    {"ok": bool, "lines": [...]}
+    machine {"ok": true, "problems": ["<key>: <what run would refuse>", ...]}: what `tui-lora run` checks
+            about this machine before it loads anything (engine.model.check_hardware, the quantisation
+            backend), asked with the run's own functions so the review never holds a copy of the rules
 
 and for any problem {"ok": false, "error": "<one line>"}. The draft may be incomplete, so the
 run file's validation issues are ignored (a bad field keeps its default); the probe fails
@@ -39,7 +42,7 @@ from tui_lora.config.schema import HubSettings, RunConfig
 from tui_lora.errors import UserError, first_line
 from tui_lora.secret_guard import strip_secrets
 
-KINDS = ("model", "data", "hub")
+KINDS = ("model", "data", "hub", "machine")
 DATA_SAMPLE_CAP = 200  # records encoded for the data preview: enough for a length histogram, quick to tokenise
 SHOWN_EXAMPLES = 3
 # What AutoConfig reads from a repo: the config, and the code files when trust_remote_code is on.
@@ -139,7 +142,7 @@ def _answer(args: list[str]) -> dict:
 
         apply_hub_environment(config.hub)  # before anything imports huggingface_hub
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        return {"model": probe_model, "data": probe_data, "hub": probe_hub}[kind](config)
+        return {"model": probe_model, "data": probe_data, "hub": probe_hub, "machine": probe_machine}[kind](config)
     except UserError as exc:
         return _failure(first_line(exc))
     except Exception as exc:  # a bug or a library failure: still one line, never a traceback on stdout
@@ -204,6 +207,20 @@ def _modelscope_files(key: str, ref: str, revision: str, hub: HubSettings, patte
 
 
 # ---------------------------------------------------------------- model
+
+
+def probe_machine(config: RunConfig) -> dict:
+    """The refusals `tui-lora run` makes about this machine before loading, each check run as the run runs it."""
+    from tui_lora.engine import model as models
+    from tui_lora.engine import preflight
+
+    problems = []
+    for check in (models.check_hardware, preflight.check_quantization_backend):
+        try:
+            check(config)
+        except UserError as exc:  # each check stops at its first problem, as it does in the run
+            problems.append(first_line(exc))
+    return {"ok": True, "problems": problems}
 
 
 def probe_model(config: RunConfig) -> dict:

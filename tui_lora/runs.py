@@ -222,3 +222,31 @@ def open_run_folder(config, resume: str | None) -> tuple[RunFolder, Path | None]
     # Listed from the moment the folder is ours; the list shows it once the run has written its run.toml.
     places.record_run(folder.path)
     return folder, checkpoint
+
+
+# ---------------------------------------------------------------- naming a new run folder
+
+
+def fresh_run_folder(model_ref: str, taken: str | None = None, today=None, parent: str = "runs") -> str:
+    """A run folder that does not exist yet, so a new run never lands in another run's folder.
+
+    With `taken` (a folder the user chose that already holds a run) it is that name with the first
+    free counter (runs/demo -> runs/demo-2); otherwise the model's name, the date and a counter
+    (runs/tiny-chat-2026-12-02-1), readable in `tui-lora runs` and sorted by date in a listing.
+    Relative names stay relative, like the schema's default: they are read from the working folder.
+    """
+    import datetime
+
+    if taken:
+        base = str(taken).rstrip("/") or "run"
+        match = re.fullmatch(r"(.*)-(\d+)", base)
+        stem, first = (match.group(1), int(match.group(2)) + 1) if match else (base, 2)
+    else:
+        ref = str(model_ref).removeprefix("builtin:").rstrip("/")
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", ref.rsplit("/", 1)[-1]).strip("-.") or "run"
+        day = (today or datetime.date.today()).isoformat()
+        stem, first = f"{parent}/{name}-{day}", 1
+    counter = first
+    while Path(f"{stem}-{counter}").expanduser().exists():
+        counter += 1
+    return f"{stem}-{counter}"

@@ -37,7 +37,7 @@ async def until(pilot, condition, seconds: float, what: str) -> None:
 
 
 def log_text(screen: RunScreen) -> str:
-    return "\n".join(str(line) for line in screen.query_one("#run-log").lines)
+    return "\n".join(screen.logged)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,8 @@ def finished_run(tmp_path_factory, request):
     from tui_lora.runs import open_run_folder, resolve_paths
 
     folder = tmp_path_factory.mktemp("finished") / "run"
-    raw = tiny_run_file(folder, training={"max_steps": 6, "eval_steps": 3, "save_steps": 3})
+    # save_total_limit 1: checkpoint-3 is deleted when checkpoint-6 is saved, as a long run deletes its old ones
+    raw = tiny_run_file(folder, training={"max_steps": 6, "eval_steps": 3, "save_steps": 3, "save_total_limit": 1})
     config = resolve_paths(config_from_dict(raw))
     run_folder, _ = open_run_folder(config, None)
     try:
@@ -70,8 +71,15 @@ def test_a_finished_runs_history_is_replayed_whole(finished_run):
         state = str(screen.query_one("#run-state").render())
         assert state.startswith("✓ finished at step 6") and str(finished_run / "adapter") in state
         assert not screen.query_one("#abort").display  # nothing to abort
+        # the events reported both checkpoints; only the one left in the folder is offered
+        assert progress.checkpoints == [3, 6] and not (finished_run / "checkpoint-3").exists()
+        stats = str(screen.query_one("#run-stats").render())
+        assert "checkpoints at 6" in stats and "3, 6" not in stats
+        # long lines (the next steps' commands) wrap: nothing is cut, nothing needs a sideways scroll
+        log = screen.query_one("#run-log")
+        assert log.max_scroll_x == 0 and any("tui-lora merge" in line for line in screen.logged)
 
-    watch(finished_run, scenario)
+    watch(finished_run, scenario, size=(80, 24))
 
 
 def test_a_live_detached_run_is_followed_to_the_end(tmp_path):
@@ -101,6 +109,7 @@ def test_abort_from_the_screen_saves_a_checkpoint_and_leaves_no_process(tmp_path
         await pilot.press("a")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmDialog)
+        assert app.focused.id == "keep"  # Enter keeps training; aborting takes a deliberate choice
         await pilot.click("#abort")
         await until(pilot, lambda: screen.progress.final, 60, "the run to stop")
         assert screen.progress.state == "aborted", log_text(screen)
@@ -142,7 +151,7 @@ def test_the_start_screen_resumes_an_aborted_run_and_the_plot_joins_its_history(
 
     async def main():
         app = WizardApp()
-        async with app.run_test(size=(100, 30)) as pilot:
+        async with app.run_test(size=(80, 24)) as pilot:
             await pilot.pause()
             options = app.screen.query_one("#start-choices")
             ids = [options.get_option_at_index(i).id for i in range(options.option_count)]
@@ -151,6 +160,10 @@ def test_the_start_screen_resumes_an_aborted_run_and_the_plot_joins_its_history(
             await pilot.press("enter")
             await pilot.pause()
             assert isinstance(app.screen, ConfirmDialog)
+            # four answers, the resume one long: every button whole and inside the screen, so Tab reaches them
+            for button in app.screen.query("Button"):
+                assert app.screen.region.contains_region(button.region), button.id
+                assert button.region.width >= len(str(button.label)), button.id  # the label not cut
             await pilot.click("#resume")
             await until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.progress.state == "finished"
                         and app.screen.progress.step == 30, 180, "the resumed run to finish")

@@ -109,6 +109,7 @@ def test_walk_from_start_to_a_saved_preset_with_keys(tmp_path):
         await type_into(pilot, "training.max_steps", "20")
         await next_step(pilot, ReviewScreen)
         await type_into(pilot, "description", "made by the pilot")
+        await settle(pilot)
         assert "No problems" in str(app.screen.query_one("#issues-title").render())
         await pilot.press("ctrl+s")
         await pilot.pause()
@@ -276,10 +277,40 @@ def test_the_command_line_opens_a_preset_straight_at_the_model_step(tmp_path):
         assert app.screen.query_one("#model--name_or_path").value == "builtin:tiny-chat"
         await pilot.press("ctrl+s")
         await pilot.pause()
-        # not one of the user's presets: saving asks for a name in the presets folder
-        assert app.screen.query_one("#preset-name").value == "elsewhere"
+        # a file opened from anywhere is saved back where it came from
+        assert app.screen.query_one("#preset-name").value.endswith("/elsewhere.toml")
+        assert "the file you opened" in str(app.screen.query_one("#save-target").render())
 
     drive(scenario, preset=preset)
+
+
+def test_edit_saves_back_into_the_opened_file_keeping_comments_and_layout(tmp_path, monkeypatch):
+    """`tui-lora edit my-run.toml`, change one value, Ctrl+S: that file, only that value's line changed."""
+    monkeypatch.chdir(tmp_path)
+    text = ("# my run: keep this comment\n"
+            "description = \"hand-written\"\n\n"
+            "[model]\nname_or_path = \"builtin:tiny-chat\"   # the embedded model\ndevice_map = \"cpu\"\n\n"
+            "[data]\npath = \"builtin:belle-sample\"\n\n"
+            "[training]\n# how fast\nlearning_rate = 3e-4\nmax_steps = 5\noutput_dir = \"runs/mine\"\n")
+    Path("my-run.toml").write_text(text, encoding="utf-8")
+
+    async def scenario(app, pilot):
+        app.screen.query_one("#next").focus()
+        await pilot.press("6")  # straight to the training step (outside a text box a digit is a step)
+        await pilot.pause()
+        assert isinstance(app.screen, TrainingScreen)
+        await type_into(pilot, "training.max_steps", "12")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen.query_one("#preset-name").value == "./my-run.toml"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert not app.dirty and isinstance(app.screen, TrainingScreen)
+
+    app = drive(scenario, preset=Path("my-run.toml"))
+    assert Path("my-run.toml").read_text(encoding="utf-8") == text.replace("max_steps = 5", "max_steps = 12")
+    assert not list(user_presets_dir().glob("my-run*"))  # nothing went into the presets folder
+    assert app.return_value is None
 
 
 def test_saving_never_replaces_a_preset_silently(tmp_path):
@@ -374,6 +405,11 @@ def test_model_probe_fills_layers_count_and_memory_without_loading_weights():
         await pilot.press("down", "enter")  # tick q_proj
         await pilot.pause()
         assert app.draft.get("lora.target_modules") == ["q_proj"]
+        # the state in a glyph as well as in colour (NO_COLOR shows no colour at all)
+        prompts = {choices.get_option_at_index(i).value: str(choices.get_option_at_index(i).prompt)
+                   for i in range(choices.option_count)}
+        assert prompts["q_proj"] == "✓ q_proj" and prompts["k_proj"] == "  k_proj"
+        assert not prompts["all-linear"].startswith("✓")
         assert app.screen.query_one("#lora--target_modules").value == "q_proj"
 
     drive(scenario)
@@ -462,6 +498,7 @@ def test_review_shows_trust_remote_code_and_the_secrets_taken_out_of_an_opened_p
         assert "✗ Removed from this run file: hub.token. Secrets never go in a run file" in text
         assert "HF_TOKEN" in text and "s3cr3t" not in text
         assert "s3cr3t" not in app.draft.to_toml() and "offline = true" in app.draft.to_toml()
+        await settle(pilot)  # the machine check (a child process) has answered
         assert "✓ No problems" in str(app.screen.query_one("#issues-title").render())
         await pilot.press("ctrl+s")
         await pilot.pause()
@@ -481,3 +518,273 @@ def test_review_shows_trust_remote_code_and_the_secrets_taken_out_of_an_opened_p
     saved = preset.read_text(encoding="utf-8")
     assert "s3cr3t" not in saved and "token" not in tomllib.loads(saved)["hub"]
     assert load_run_file(preset).model.trust_remote_code is True  # saved before it was turned off
+
+
+# ---------------------------------------------------------------- what a new user meets in the first hour
+
+
+def review_issues(app) -> list[str]:
+    listing = app.screen.query_one("#issues")
+    return [str(listing.get_option_at_index(i).prompt) for i in range(listing.option_count)] if listing.display else []
+
+
+def test_the_review_says_what_start_would_refuse_on_this_machine(tmp_path):
+    """bf16 on a machine without a bf16 GPU: the review says so (asked of check_hardware itself), Start refuses."""
+    preset = hand_written(tmp_path / "bf16.toml", tmp_path / "run")
+
+    async def scenario(app, pilot):
+        app.screen.query_one("#next").focus()  # digits go to a step outside a text box
+        await pilot.press("6")
+        await pilot.pause()
+        app.screen.focus_key("training.bf16")
+        await pilot.press("space")
+        await pilot.pause()
+        app.screen.query_one("#next").focus()
+        await pilot.press("7")
+        await pilot.pause()
+        assert isinstance(app.screen, ReviewScreen)
+        await settle(pilot)
+        issues = review_issues(app)
+        assert any(issue.startswith("training.bf16: this machine has no GPU with bfloat16 support")
+                   for issue in issues), issues
+        assert "No problems" not in str(app.screen.query_one("#issues-title").render())
+        await pilot.press("ctrl+n")  # Start
+        await pilot.pause()
+        assert isinstance(app.screen, ReviewScreen)  # refused, nothing started
+        assert not (tmp_path / "run").exists()
+
+    drive(scenario, preset=preset)
+
+
+def test_a_failed_start_leads_back_to_the_review_with_the_reason(tmp_path):
+    """The run fails in its own process (a layer the model lacks): leaving goes back to the review, which
+    lists the failure with a jump to the field; the step bar is no longer busy."""
+    preset = hand_written(user_presets_dir() / "bad-layer.toml", tmp_path / "run")
+    preset.write_text(preset.read_text(encoding="utf-8") + "[lora]\ntarget_modules = [\"no_such_layer\"]\n",
+                      encoding="utf-8")
+
+    async def scenario(app, pilot):
+        app.screen.query_one("#next").focus()
+        await pilot.press("7")
+        await settle(pilot)
+        assert "No problems" in str(app.screen.query_one("#issues-title").render())
+        await pilot.press("ctrl+n")  # Start
+        deadline = time.monotonic() + 90
+        while not (isinstance(app.screen, RunScreen) and app.screen.progress.final):
+            assert time.monotonic() < deadline, "the run never failed"
+            await pilot.pause(0.25)
+        await pilot.pause(0.5)
+        assert app.screen.progress.state == "failed"
+        assert app.screen.query_one("#steps-bar").total is not None  # no "busy" animation for a run that ended
+        await pilot.press("l")
+        await pilot.pause()
+        assert isinstance(app.screen, ReviewScreen) and app.is_running
+        failure = next(issue for issue in review_issues(app) if issue.startswith("lora.target_modules:"))
+        assert "no_such_layer" in failure and failure.endswith("(the last Start)")
+        listing = app.screen.query_one("#issues")
+        listing.focus()
+        listing.highlighted = review_issues(app).index(failure)
+        await pilot.press("enter")
+        await pilot.pause()
+        await pilot.pause()
+        assert isinstance(app.screen, LoraScreen) and app.focused.id == "lora--target_modules"
+
+    drive(scenario, preset=preset)
+
+
+def test_a_bundled_preset_runs_as_it_is_and_a_changed_one_is_never_saved_over_it(tmp_path, monkeypatch):
+    from tui_lora.cli import bundled_presets
+    from tui_lora.launch import abort, wait_gone
+    from tui_lora.runs import RunFolder
+
+    monkeypatch.chdir(tmp_path)  # the demo's run folder is the relative runs/demo
+
+    async def scenario(app, pilot):
+        options = app.screen.query_one("#start-choices")
+        options.highlighted = next(i for i in range(options.option_count)
+                                   if options.get_option_at_index(i).id == "bundled:demo")
+        await pilot.pause()
+        help_line = str(app.screen.query_one("#help-line").render())
+        assert help_line.startswith("CPU demo") and "Enter opens it" in help_line  # the whole description
+        await pilot.press("enter")
+        await pilot.pause()
+        # changed: Start asks for a new name, never the bundled one
+        app.screen.query_one("#next").focus()
+        await pilot.press("6")
+        await pilot.pause()
+        await type_into(pilot, "training.max_steps", "3")
+        app.screen.query_one("#next").focus()
+        await pilot.press("7")
+        await settle(pilot)
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        assert isinstance(app.screen, SaveDialog)
+        assert app.screen.query_one("#preset-name").value == "demo-2"
+        await pilot.press("home", "ctrl+k", *"demo")
+        await pilot.pause()
+        assert "a bundled preset is called demo" in str(app.screen.query_one("#save-target").render())
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmDialog) and app.focused.id == "keep"
+        await pilot.press("enter")  # keep: choose another name
+        await pilot.pause()
+        await pilot.press("escape")  # and not now
+        await pilot.pause()
+        assert not (user_presets_dir() / "demo.toml").exists()
+        # unchanged: Start runs the bundled file itself, saving nothing
+        await pilot.press("escape", "escape", "escape", "escape", "escape", "escape", "escape")
+        await pilot.pause()
+        assert isinstance(app.screen, StartScreen)
+        await pilot.press("enter")
+        await pilot.pause()
+        app.screen.query_one("#next").focus()
+        await pilot.press("7")
+        await settle(pilot)
+        await pilot.press("ctrl+n")
+        deadline = time.monotonic() + 60
+        while not isinstance(app.screen, RunScreen):
+            assert time.monotonic() < deadline, "the run screen never came"
+            await pilot.pause(0.2)
+        assert app.screen.folder == tmp_path / "runs" / "demo"
+        pid = abort(app.screen.folder) or RunFolder(app.screen.folder).owner()
+        if pid:
+            assert wait_gone(pid, 30)
+
+    drive(scenario)
+    assert not (user_presets_dir() / "demo.toml").exists() and not (user_presets_dir() / "demo-2.toml").exists()
+    # the run is the bundled file's, not the edit that was walked away from
+    assert load_run_file(tmp_path / "runs" / "demo" / "run.toml").training.max_steps == \
+        load_run_file(bundled_presets()["demo"]).training.max_steps != 3
+
+
+def test_a_new_run_gets_a_folder_of_its_own_shown_on_the_review(tmp_path, monkeypatch):
+    import datetime
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / f"tiny-chat-{datetime.date.today().isoformat()}-1").mkdir(parents=True)  # taken
+
+    async def scenario(app, pilot):
+        await new_run(pilot, "builtin:tiny-chat")
+        await through(pilot, SourceScreen, QuantizationScreen, LoraScreen, DataScreen)
+        await type_into(pilot, "data.path", "builtin:belle-sample")
+        await next_step(pilot, TrainingScreen)
+        expected = f"runs/tiny-chat-{datetime.date.today().isoformat()}-2"
+        assert app.screen.query_one("#training--output_dir").value == expected
+        await next_step(pilot, ReviewScreen)
+        assert f"Run folder: {expected} (a new folder" in str(app.screen.query_one("#command").render())
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        await pilot.press("home", "ctrl+k", *"fresh-folder", "enter")
+        await pilot.pause()
+        # the Start button's help is about starting, not "the next step"
+        app.screen.query_one("#next").focus()
+        await pilot.pause()
+        assert str(app.screen.query_one("#help-line").render()).startswith("Start the run")
+        app.screen.query_one("#back").focus()
+        await pilot.press("pagedown")  # from a button, too
+        await pilot.pause()
+        assert app.screen.query_one("#step-body").scroll_y > 0
+        return expected
+
+    app = drive(scenario)
+    saved = tomllib.loads((user_presets_dir() / "fresh-folder.toml").read_text(encoding="utf-8"))
+    assert saved["training"]["output_dir"].startswith("runs/tiny-chat-") and saved["training"]["output_dir"].endswith("-2")
+    assert app.return_value is None
+
+
+def test_a_finished_run_folder_is_offered_a_free_name_in_one_press(tmp_path):
+    """Back on the review after a run finished in the preset's folder: the folder is taken; one button fixes it."""
+    run = tmp_path / "done"
+    (run / "adapter").mkdir(parents=True)  # what a finished run leaves: RunFolder.holds_training() reads it
+    (run / "events.jsonl").write_text('{"t": 1, "type": "status", "state": "finished", "message": "done"}\n')
+    preset = hand_written(user_presets_dir() / "again.toml", run)
+
+    async def scenario(app, pilot):
+        app.screen.query_one("#next").focus()
+        await pilot.press("7")
+        await settle(pilot)
+        issues = review_issues(app)
+        assert any(issue.startswith(f"training.output_dir: {run} already holds a finished run") for issue in issues)
+        fix = app.screen.query_one("#new-folder")
+        assert fix.display and str(fix.label) == f"Use a new folder: {run}-2"
+        fix.focus()
+        await pilot.press("enter")
+        await settle(pilot)
+        assert app.draft.get("training.output_dir") == f"{run}-2"
+        assert review_issues(app) == [] and "No problems" in str(app.screen.query_one("#issues-title").render())
+        assert app.focused.id == "next"  # Enter now starts
+
+    drive(scenario, preset=preset)
+
+
+def test_save_in_the_quit_dialog_saves_then_quits():
+    async def scenario(app, pilot):
+        await new_run(pilot, "builtin:tiny-chat")
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmDialog)
+        await pilot.click("#save")
+        await pilot.pause()
+        assert isinstance(app.screen, SaveDialog)
+        await pilot.press("home", "ctrl+k", *"saved-on-quit", "enter")
+        await pilot.pause()
+
+    app = drive(scenario)
+    assert not app.is_running and (user_presets_dir() / "saved-on-quit.toml").is_file()
+
+
+def test_steps_by_number_or_a_click_on_the_step_bar_and_tab_keeps_the_field_in_view():
+    async def scenario(app, pilot):
+        await new_run(pilot, "builtin:tiny-chat")
+        # "Training" on the step bar: tui-lora  1/7  Model › Source › Quantisation › LoRA › Data › Training
+        title = str(app.screen.query_one("#step-title").render())
+        await pilot.click("#step-title", offset=(1 + title.index("Training") + 2, 0))
+        await pilot.pause()
+        assert isinstance(app.screen, TrainingScreen)
+        assert [type(screen) for screen in app.screen_stack[-6:]] == [
+            ModelScreen, SourceScreen, QuantizationScreen, LoraScreen, DataScreen, TrainingScreen]
+        body = app.screen.query_one("#step-body")
+        app.screen.focus_key("training.max_grad_norm")
+        for _ in range(8):  # Tab on through precision and evaluation: each lands in view, eval_strategy's drop-down too
+            await pilot.press("tab")
+            await pilot.pause()
+            await pilot.pause()
+            if app.screen.query_one("#step-body") in app.focused.ancestors:
+                assert body.region.contains_region(app.focused.region), app.focused.id
+        app.screen.focus_key("training.bf16")
+        await pilot.press("2")
+        await pilot.pause()
+        assert isinstance(app.screen, SourceScreen)
+    drive(scenario)
+
+
+def test_notifications_leave_the_help_line_and_the_buttons_in_sight():
+    from textual.widgets._toast import Toast
+
+    async def main():
+        app = WizardApp()
+        async with app.run_test(size=(80, 24), notifications=True) as pilot:
+            await pilot.press("enter")
+            await pilot.pause()
+            app.notify("a message long enough to take two lines of a toast at this width", title="Saved")
+            await pilot.pause(0.3)
+            toast = app.screen.query_one(Toast)
+            assert toast.region.bottom <= app.screen.query_one("#help-line").region.y
+            assert toast.region.y >= 1  # under the step bar, which says where you are
+
+    asyncio.run(main())
+
+
+def test_the_wizard_spells_quantisation_one_way():
+    """UI prose says "quantisation" (as it says initialisation, tokenising); run-file keys keep quantization.*"""
+    import ast
+    import re
+
+    import tui_lora.tui
+
+    for path in Path(tui_lora.tui.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                # a key (quantization.x), the section's name or a module's is not prose
+                prose = re.sub(r"quantization[._]|^quantization$", "", node.value)
+                assert "quantiz" not in prose.lower(), f"{path.name}:{node.lineno}: {node.value!r}"

@@ -239,8 +239,13 @@ class TestReview:
     def test_review_ready(self, snap_compare, size):
         async def run_before(pilot):
             await walk_to(pilot, ReviewScreen)
-            assert "No problems" in str(pilot.app.screen.query_one("#issues-title").render())
+            # longer than the terminal is wide: the TOML below wraps it instead of cutting it off
+            await paste_into(pilot, "description", "LoRA on the embedded tiny model with the Belle sample, "
+                                                   "to check the whole pipeline before renting a GPU for the real run")
             await ready(pilot)
+            assert "No problems" in str(pilot.app.screen.query_one("#issues-title").render())
+            pilot.app.screen.query_one("#next").focus()  # Start: its own help line
+            await pilot.pause()
 
         assert snap_compare(wizard(), terminal_size=size, run_before=run_before)
 
@@ -267,6 +272,28 @@ class TestDialogs:
             await pilot.press("ctrl+s")
             await pilot.pause()
             assert isinstance(pilot.app.screen, SaveDialog)
+            await ready(pilot)
+
+        assert snap_compare(wizard(), terminal_size=(80, 24), run_before=run_before)
+
+
+    def test_recent_run_with_a_long_answer(self, snap_compare):
+        """A stopped run with a checkpoint: four answers, one per line, all whole at 80 columns."""
+        from tui_lora.places import record_run
+
+        folder = recorded_run(Path.home() / "runs" / "stopped", 12, finished=False)
+        checkpoint = folder / "checkpoint-10"
+        checkpoint.mkdir()
+        (checkpoint / "trainer_state.json").write_text('{"global_step": 10}', encoding="utf-8")
+        (folder / "run.toml").write_text("[training]\nmax_steps = 20\n", encoding="utf-8")
+        record_run(folder)
+
+        async def run_before(pilot):
+            options = pilot.app.screen.query_one("#start-choices")
+            options.highlighted = next(i for i in range(options.option_count)
+                                       if options.get_option_at_index(i).id == f"run:{folder}")
+            await pilot.press("enter")
+            await pilot.pause()
             await ready(pilot)
 
         assert snap_compare(wizard(), terminal_size=(80, 24), run_before=run_before)

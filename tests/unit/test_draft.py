@@ -95,3 +95,63 @@ def test_a_valid_draft_saves_the_full_resolved_run_file():
     body = tomllib.loads(draft.to_toml())
     assert config_from_dict(body) == draft.check.config
     assert body["training"]["learning_rate"] == 2e-4  # defaults are written out, as `tui-lora show` does
+
+
+def test_a_run_file_without_a_folder_gets_a_new_one_and_one_that_names_it_keeps_it(tmp_path, monkeypatch):
+    import datetime
+
+    from tui_lora.runs import fresh_run_folder
+
+    monkeypatch.chdir(tmp_path)
+    day = datetime.date.today().isoformat()
+    draft = Draft({"model": {"name_or_path": "builtin:tiny-chat"}})
+    assert draft.get("training.output_dir") == f"runs/tiny-chat-{day}-1" == draft.check.config.training.output_dir
+    assert not draft.names("training.output_dir")
+    (tmp_path / "runs" / f"tiny-chat-{day}-1").mkdir(parents=True)  # another run took it
+    draft.set("model.name_or_path", "Qwen/Qwen2.5-0.5B-Instruct")
+    assert draft.get("training.output_dir") == f"runs/Qwen2.5-0.5B-Instruct-{day}-1"
+    draft.set("model.name_or_path", "builtin:tiny-chat")
+    assert draft.get("training.output_dir") == f"runs/tiny-chat-{day}-2"
+    assert Draft({"training": {"output_dir": "runs/mine"}}).get("training.output_dir") == "runs/mine"
+    assert draft.pin_output_dir() and draft.raw["training"]["output_dir"] == f"runs/tiny-chat-{day}-2"
+    assert draft.names("training.output_dir") and not draft.pin_output_dir()  # Start writes it into the file
+    # a taken folder the user chose is counted on; the schema's placeholder gets a real name instead
+    (tmp_path / "runs" / "demo").mkdir()
+    assert fresh_run_folder("builtin:tiny-chat", taken="runs/demo") == "runs/demo-2"
+    (tmp_path / "runs" / "demo-2").mkdir()
+    assert fresh_run_folder("builtin:tiny-chat", taken="runs/demo-2") == "runs/demo-3"
+    placeholder = Draft({"model": {"name_or_path": "builtin:tiny-chat"}, "training": {"output_dir": "runs/run"}})
+    assert placeholder.free_folder() == f"runs/tiny-chat-{day}-2"
+
+
+def test_saving_a_file_that_was_read_changes_only_the_lines_whose_values_changed(tmp_path):
+    text = ("# top comment\ndescription = \"mine\"\n\n[model]\nname_or_path = \"builtin:tiny-chat\"  # model\n\n"
+            "[data]\npath = \"builtin:belle-sample\"\n\n"
+            "[training]\nlearning_rate = 3e-4   # lr, my way\nmax_steps = 5\n\n[hub]\ntoken = \"hf_secret\"\n"
+            "offline = true\n")
+    path = tmp_path / "mine.toml"
+    path.write_text(text, encoding="utf-8")
+    draft = Draft.from_file(path)
+    assert draft.file_text() == text.replace('token = "hf_secret"\n', "")  # the secret goes, nothing else
+    draft.set("training.max_steps", 9)
+    draft.set("lora.r", 16)
+    saved = draft.file_text()
+    assert saved.startswith("# top comment\n") and "learning_rate = 3e-4   # lr, my way\n" in saved
+    assert "max_steps = 9\n" in saved and tomllib.loads(saved)["lora"] == {"r": 16}
+    assert load_run_file_text(tmp_path, saved).training.max_steps == 9
+
+
+def load_run_file_text(folder, text):
+    path = folder / "check.toml"
+    path.write_text(text, encoding="utf-8")
+    return load_run_file(path)
+
+
+def test_the_machine_probes_lines_become_issues_of_the_keys_they_name():
+    from tui_lora.tui.draft import machine_issues
+
+    issues = machine_issues({"ok": True, "problems": ["training.bf16: this machine has no GPU with bfloat16",
+                                                      "something without a key"]})
+    assert [(issue.key, issue.message) for issue in issues] == [
+        ("training.bf16", "this machine has no GPU with bfloat16"), ("", "something without a key")]
+    assert machine_issues(None) == [] == machine_issues({"ok": False, "error": "the probe timed out"})

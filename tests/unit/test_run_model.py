@@ -87,3 +87,12 @@ def test_the_plot_draws_both_series_and_its_axes():
     assert any("\u2800" < char <= "\u28ff" for char in text)  # braille dots for the training line
     assert "10 step" in lines[8]
     assert "the loss appears here" in draw([], [], 60, 10).plain
+
+
+def test_the_loss_axis_is_labelled_at_several_ticks():
+    plot = draw([(step, 8.0 - 0.1 * step) for step in range(1, 21)], [], width=60, height=12)
+    rows = plot.plain.splitlines()[:-2]  # the plot rows, without the step axis and the legend
+    labels = [row.split("┤")[0].strip() for row in rows]
+    values = [float(label) for label in labels if label]
+    assert len(values) >= 4 and values == sorted(values, reverse=True)
+    assert values[0] == 7.9 and values[-1] == 6.0  # the extremes exact, the ticks between them

@@ -49,6 +49,17 @@ class ProbeAnswered(Message):
     answer: dict
 
 
+def bundled(path: Path) -> bool:
+    from tui_lora.cli import bundled_presets
+
+    return path.resolve() in {found.resolve() for found in bundled_presets().values()}
+
+
+def run_record(path: Path) -> bool:
+    """A run folder's run.toml: the record of a run that happened, not a file to edit in place."""
+    return path.name == "run.toml" and (path.parent / "events.jsonl").exists()
+
+
 def step_for(key: str) -> type[StepScreen]:
     for step in STEPS:
         if key in step.FIELDS:
@@ -70,7 +81,12 @@ class WizardApp(App):
     def __init__(self, preset: Path | None = None) -> None:
         super().__init__()
         self.draft = Draft()
-        self.preset_path: Path | None = None  # the user's preset this draft is saved as
+        # The file that holds this draft as it was opened or last saved (what Start runs while nothing changed),
+        # and whether saving may write back into it: not into a bundled preset or a run folder's record.
+        self.preset_path: Path | None = None
+        self.own_file = False
+        self.start_failure = ""  # why the last Start did not get a run going: shown on the review
+        self._start_after_check = False
         self.dirty = False
         self.focused_key = ""
         self.probes: dict[str, tuple[tuple, dict]] = {}  # kind -> (what was asked, the answer)
@@ -86,18 +102,19 @@ class WizardApp(App):
 
     def begin(self, draft: Draft, preset_path: Path | None) -> None:
         """Start editing: a new draft from the start screen (or the command line)."""
-        from tui_lora.places import user_presets_dir
-
         self.draft = draft
-        owned = preset_path is not None and preset_path.resolve().parent == user_presets_dir().resolve()
-        self.preset_path = preset_path if owned else None
+        self.preset_path = preset_path
+        self.own_file = preset_path is not None and not bundled(preset_path) and not run_record(preset_path)
         self.dirty = bool(draft.removed_secrets)  # the file still holds them until it is saved again
+        self.start_failure = ""
         self.probes.clear()
         self.push_screen(STEPS[0]())
 
     def edit(self, key: str, value: Any) -> bool:
         changed = self.draft.set(key, value)
         self.dirty |= changed
+        if changed:
+            self.start_failure = ""  # it was about the run file before this change
         return changed
 
     # ------------------------------------------------------------ moving between steps
@@ -106,6 +123,18 @@ class WizardApp(App):
         position = STEPS.index(type(screen))
         if position + 1 < len(STEPS):
             self.push_screen(STEPS[position + 1]())
+
+    def go_to_step(self, number: int) -> None:
+        """Straight to step `number` (1-7): back by leaving the later steps, forward through the ones between,
+        so Esc still walks back one step at a time."""
+        target = STEPS[number - 1]
+        if any(isinstance(screen, target) for screen in self.screen_stack):
+            while not isinstance(self.screen, target):
+                self.pop_screen()
+            return
+        position = STEPS.index(type(self.screen))
+        for step in STEPS[position + 1:number]:
+            self.push_screen(step())
 
     def jump_to(self, key: str) -> None:
         """From the review, back to the step that edits `key`, with that field focused."""
@@ -120,6 +149,14 @@ class WizardApp(App):
     def probe_key(self, kind: str) -> tuple:
         if kind == "model":
             return tuple(repr(self.draft.get(key)) for key in MODEL_KEYS)
+        if kind == "machine":
+            # The description and the run folder say nothing about the machine: changing them asks nothing again.
+            import tomli_w
+
+            body = {k: v for k, v in self.draft.file_body().items() if k != "description"}
+            if isinstance(body.get("training"), dict):
+                body["training"] = {k: v for k, v in body["training"].items() if k != "output_dir"}
+            return (tomli_w.dumps(body),)
         return (self.draft.to_toml(),)
 
     def known(self, kind: str) -> dict | None:
@@ -162,6 +199,9 @@ class WizardApp(App):
         self.probes[message.kind] = (message.key, message.answer)
         if isinstance(self.screen, StepScreen):
             self.screen.probe_answered(message.kind)
+        if message.kind == "machine" and self._start_after_check and self.known("machine") is not None:
+            self._start_after_check = False
+            self.start_run()
 
     # ------------------------------------------------------------ saving, help, quitting
 
@@ -171,27 +211,49 @@ class WizardApp(App):
             return isinstance(self.screen, StepScreen)
         return True
 
-    def action_save(self, then_start: bool = False) -> None:
+    def action_save(self, then=None) -> None:
+        """Ask where to save (the opened file, or a name), write it, then do `then` (start, quit)."""
         def saved(path: Path | None) -> None:
             if path is None:
                 return
-            self.preset_path, self.dirty = path, False
-            self.draft.removed_secrets = []  # the file just written holds none of them
-            self.notify(f"saved {path}", title="Preset saved")
+            self.preset_path, self.own_file, self.dirty = path, True, False
+            # From now on the draft is that file (no secrets in it, every key it holds): the next save
+            # changes only what changes after this one.
+            self.draft = Draft.from_file(path)
+            from tui_lora.places import user_presets_dir
+
+            preset = path.parent.resolve() == user_presets_dir().resolve()
+            self.notify(f"saved {path}", title="Preset saved" if preset else "Saved")
             if isinstance(self.screen, StepScreen):
                 self.screen.draft_changed()
-            if then_start:
-                self.start_run()
+            if then is not None:
+                then()
 
-        self.push_screen(SaveDialog(self.draft, self.preset_path), saved)
+        self.push_screen(SaveDialog(self.draft, self.preset_path if self.own_file else None,
+                                    shown_from=self.preset_path), saved)
+
+    def start_problems(self) -> list:
+        """Everything `tui-lora run` would refuse before loading: the run file's problems, the run folder,
+        and (once the review's check has answered) this machine."""
+        from tui_lora.tui.draft import machine_issues
+
+        return self.draft.check.issues + self.draft.folder_issues() + machine_issues(self.known("machine"))
 
     def start_run(self) -> None:
-        """Save if needed, start the run in its own process, and watch it on the run screen."""
-        if self.draft.check.issues:
-            self.notify("fix the problems listed on the review first", severity="error")
+        """Check, save if needed, start the run in its own process, and watch it on the run screen."""
+        if self.known("machine") is None:  # the review asked already; start once it has answered
+            self._start_after_check = True
+            self.ask("machine")
+            self.notify("checking this machine first (what tui-lora run checks before loading)…", title="Start")
             return
+        problems = self.start_problems()
+        if problems:
+            self.notify(f"{problems[0]}", title="Fix this first (the review lists every problem)", severity="error")
+            return
+        # The fresh folder the review showed goes into the run file, so it is the folder this run gets.
+        self.dirty |= self.draft.pin_output_dir()
         if self.preset_path is None or self.dirty:
-            self.action_save(then_start=True)
+            self.action_save(then=self.start_run)
             return
         self.notify("starting the training process…", title="Start")
         self._launch(self.preset_path)
@@ -210,15 +272,27 @@ class WizardApp(App):
         except Exception as exc:  # a UserError or RunFailed is one line; anything else is shown the same way
             from tui_lora.errors import first_line
 
-            self.call_from_thread(self.notify, first_line(exc), title="The run did not start", severity="error",
-                                  timeout=15)
+            self.call_from_thread(self._did_not_start, first_line(exc))
             return
         self.call_from_thread(self.watch_run, started.folder)
+
+    def _did_not_start(self, reason: str) -> None:
+        self.start_failure = reason
+        if isinstance(self.screen, StepScreen):
+            self.screen.draft_changed()
+        self.notify(reason, title="The run did not start (the review shows why)", severity="error", timeout=10)
 
     def watch_run(self, folder: Path) -> None:
         from tui_lora.tui.screens.run import RunScreen
 
-        self.push_screen(RunScreen(folder))
+        def left(outcome: tuple[str, str] | None) -> None:
+            # Back from a run that did not finish: the review says what went wrong, next to the fields to fix.
+            if outcome is not None and outcome[0] != "finished" and isinstance(self.screen, StepScreen):
+                # the message alone, so a "key: problem" line keeps its key (the review jumps to that field)
+                self.start_failure = outcome[1] or f"the run {outcome[0]}"
+                self.screen.draft_changed()
+
+        self.push_screen(RunScreen(folder, can_go_back=True), left)
 
     def action_help(self) -> None:
         if self.focused_key and isinstance(self.screen, StepScreen):
@@ -227,7 +301,7 @@ class WizardApp(App):
     async def action_quit(self) -> None:
         from tui_lora.tui.screens.run import RunScreen
 
-        if isinstance(self.screen, RunScreen):
+        if isinstance(self.screen, RunScreen) and self.screen.live:
             self.screen.action_leave()  # the run goes on; say how to come back
             return
         if not self.dirty:
@@ -238,7 +312,7 @@ class WizardApp(App):
             if choice == "quit":
                 self.exit()
             elif choice == "save":
-                self.action_save()
+                self.action_save(then=self.exit)
 
         self.push_screen(ConfirmDialog("The run file has changes that are not saved.",
                                        [("save", "Save…"), ("quit", "Quit without saving"), ("stay", "Stay")]),

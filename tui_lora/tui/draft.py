@@ -88,17 +88,28 @@ class Check:
         return [issue for issue in self.field_issues if issue.key in keys]
 
 
+OUTPUT_DIR = "training.output_dir"
+
+
 class Draft:
-    def __init__(self, raw: dict | None = None, source: Path | None = None):
+    def __init__(self, raw: dict | None = None, source: Path | None = None, source_text: str | None = None):
         # Unknown keys are kept, secrets are not: a token read from a hand-edited file is dropped here, so
         # no preview, saved preset or probe ever holds it; the review says which keys went.
         self.raw, self.removed_secrets = strip_secrets(copy.deepcopy(raw) if raw else {})
         self.source = source  # the file it was read from, if any
+        self.source_text = source_text  # its text: saving over it keeps its comments and layout
         self.check = self._check()
 
     @classmethod
     def from_file(cls, path: Path) -> "Draft":
-        return cls(read_toml(path), source=path)
+        raw = read_toml(path)  # first: a missing or broken file is its one-line UserError
+        return cls(raw, source=path, source_text=path.read_bytes().decode("utf-8-sig"))
+
+    def names(self, key: str) -> bool:
+        """True when the run file itself holds key (typed in the wizard, or in the file it came from)."""
+        section, _, name = key.partition(".")
+        body = self.raw.get(section)
+        return isinstance(body, dict) and name in body
 
     def get(self, key: str) -> Any:
         """The value as the draft holds it, else the schema default."""
@@ -108,6 +119,8 @@ class Draft:
         body = self.raw.get(section)
         if isinstance(body, dict) and name in body:
             return body[name]
+        if key == OUTPUT_DIR:
+            return self.check.config.training.output_dir  # the fresh folder _check chose
         return getattr(getattr(RunConfig(), section), name)
 
     def set(self, key: str, value: Any) -> bool:
@@ -127,7 +140,16 @@ class Draft:
         return True
 
     def _check(self) -> Check:
-        config, field_issues = build_config(self.raw)
+        raw = self.raw
+        if not self.names(OUTPUT_DIR) and isinstance(raw.get("training", {}), dict):
+            # A run file that does not name its folder gets a new one of its own (model, date, counter), never
+            # the shared default where the next run would collide with this one; naming one keeps it.
+            from tui_lora.runs import fresh_run_folder
+
+            model = (raw.get("model") or {}).get("name_or_path", "") if isinstance(raw.get("model"), dict) else ""
+            raw = {**raw, "training": {**raw.get("training", {}),
+                                       "output_dir": fresh_run_folder(model if isinstance(model, str) else "")}}
+        config, field_issues = build_config(raw)
         # Rules run on the typed config even when some fields are bad (those keep their
         # defaults), so a mistake in one step never hides the problems of the others.
         return Check(config, field_issues, check_rules(config))
@@ -151,7 +173,99 @@ class Draft:
                 body[section] = copy.deepcopy(self.raw[section])
         return strip_secrets(body)[0]  # the last guard: whatever the draft holds, a preset never holds a secret
 
+    # ------------------------------------------------------------ the run folder
+
+    def pin_output_dir(self) -> bool:
+        """Write the fresh folder the draft was showing into the run file itself (True when it was not there),
+        so the run trains there and `tui-lora run FILE --resume` finds it again."""
+        if self.names(OUTPUT_DIR) or not isinstance(self.raw.get("training", {}), dict):
+            return False
+        self.raw.setdefault("training", {})[OUTPUT_DIR.split(".")[1]] = self.check.config.training.output_dir
+        self.check = self._check()
+        return True
+
+    def folder_issues(self) -> list[ConfigIssue]:
+        """What `tui-lora run` refuses about the folder of a new run (runs.open_run_folder and the lock it
+        takes), asked of the same RunFolder it asks, so the review finds it before Start does."""
+        from tui_lora.runs import RunFolder
+        from tui_lora.run_status import read_status
+
+        where = str(self.check.config.training.output_dir)
+        if not where.strip():
+            return []  # the rules already say it is required
+        folder = RunFolder(where)
+        pid = folder.owner()
+        if pid is not None:
+            return [ConfigIssue(OUTPUT_DIR, f"{where} is in use by a running training process (pid {pid}); "
+                                            "a new run needs a folder of its own")]
+        if folder.holds_training():
+            state = read_status(folder.path).state
+            return [ConfigIssue(OUTPUT_DIR, f"{where} already holds a {state} run, which is never overwritten; "
+                                            "a new run needs a folder of its own")]
+        return []
+
+    def free_folder(self) -> str:
+        """The folder offered when the chosen one is taken: the same name counted on (runs/demo-2), or a fresh
+        model-and-date name when the file never chose one or kept the schema's placeholder."""
+        from tui_lora.runs import fresh_run_folder
+
+        chosen = str(self.get(OUTPUT_DIR))
+        placeholder = getattr(RunConfig().training, "output_dir")
+        taken = chosen if self.names(OUTPUT_DIR) and chosen != placeholder else None
+        return fresh_run_folder(str(self.get("model.name_or_path")), taken=taken)
+
     def to_toml(self) -> str:
         import tomli_w
 
         return tomli_w.dumps(self.file_body())
+
+    def file_text(self) -> str:
+        """What saving writes. A draft read from a file is that file with the values that changed put in
+        (tomlkit keeps its comments, order and number formats wherever a value stayed the same); a new run
+        file has every setting written out, as `tui-lora show` prints it."""
+        if self.source_text is None:
+            return self.to_toml()
+        import tomlkit
+
+        document = tomlkit.parse(self.source_text)
+        _merge(document, strip_secrets(self.raw)[0])
+        return tomlkit.dumps(document)
+
+
+def machine_issues(answer: dict | None) -> list[ConfigIssue]:
+    """The machine probe's refusals as issues of the keys they name, so the review can jump to them."""
+    if not answer or not answer.get("ok"):
+        return []  # a check that could not run blocks nothing: the run makes the same checks itself
+    return [issue_from_line(line) for line in answer.get("problems", [])]
+
+
+def issue_from_line(line: str) -> ConfigIssue:
+    """"training.bf16: no GPU …" -> an issue of training.bf16 (a line that names no key stays whole)."""
+    key, _, message = line.partition(": ")
+    try:
+        field_spec(key)
+    except (KeyError, ValueError, StopIteration):
+        return ConfigIssue("", line)
+    return ConfigIssue(key, message)
+
+
+def _same(old: Any, new: Any) -> bool:
+    """Equal and of the same kind: 1 is not 1.0 or true in a run file."""
+    if isinstance(old, list) and isinstance(new, list):
+        return len(old) == len(new) and all(_same(a, b) for a, b in zip(old, new))
+    return type(old) is type(new) and old == new
+
+
+def _merge(table, wanted: dict) -> None:
+    """Make a tomlkit table hold `wanted`, touching only the keys whose values differ."""
+    for key in [key for key in table if key not in wanted]:
+        del table[key]  # taken out in the wizard (a secret read from the file)
+    for key, value in wanted.items():
+        if key in table:
+            old = table[key]
+            if isinstance(value, dict) and isinstance(old, dict):
+                _merge(old, value)
+                continue
+            if _same(old.unwrap() if hasattr(old, "unwrap") else old, value):
+                continue
+        table[key] = value

@@ -16,6 +16,14 @@ FINAL_STATES = ("finished", "failed", "interrupted", "aborted")
 PLOT_POINTS = 2000  # older points are thinned out: a plot is a few hundred cells wide anyway
 
 
+def kept_checkpoints(folder) -> list[int]:
+    """Steps of the checkpoints still in the run folder, oldest first. The events say when each was saved;
+    only the folder says which ones save_total_limit (or a person) has deleted since."""
+    from tui_lora.runs import CHECKPOINT, RunFolder
+
+    return [int(CHECKPOINT.match(path.name).group(1)) for path in RunFolder(folder).checkpoints()]
+
+
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
@@ -38,7 +46,7 @@ class RunProgress:
     eval_loss: float | None = None
     eval_step: int | None = None
     early_stopping: tuple[int, int] | None = None  # (evaluations without improvement, patience)
-    checkpoints: list[int] = field(default_factory=list)
+    checkpoints: list[int] = field(default_factory=list)  # every checkpoint saved; kept_checkpoints: those left
     train_points: list[tuple[float, float]] = field(default_factory=list)
     eval_points: list[tuple[float, float]] = field(default_factory=list)
     result: dict | None = None

@@ -84,16 +84,24 @@ class ConfirmDialog(ModalScreen[str]):
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, question: str, answers: list[tuple[str, str]]) -> None:
+    def __init__(self, question: str, answers: list[tuple[str, str]], focus: str | None = None) -> None:
         super().__init__()
-        self.question, self.answers = question, answers
+        # focus: the answer Enter gives at once; a dialog that can lose work names the safe one
+        self.question, self.answers, self.first = question, answers, focus
 
     def compose(self) -> ComposeResult:
+        # Answers that do not fit side by side in the dialog go one per line, so none is cut off
+        # and Tab never lands on a button out of sight.
+        row = sum(len(label) + 4 for _, label in self.answers)
         with Vertical(id="dialog"):
             yield Static(self.question, markup=False)
-            with Horizontal(classes="dialog-buttons"):
+            with Horizontal(classes="dialog-buttons" + (" -stacked" if row > 60 else "")):
                 for answer, label in self.answers:
                     yield Button(label, id=answer, compact=True)
+
+    def on_mount(self) -> None:
+        if self.first is not None:
+            self.query_one(f"#{self.first}", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id)
@@ -103,22 +111,25 @@ class ConfirmDialog(ModalScreen[str]):
 
 
 class SaveDialog(ModalScreen[Path | None]):
-    """Ask for a preset name, show where it goes, and never replace a file without asking."""
+    """Ask for a preset name or a file path, show where it goes, and never replace or hide a file without asking."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, draft: Draft, current: Path | None) -> None:
+    def __init__(self, draft: Draft, current: Path | None, shown_from: Path | None = None) -> None:
         super().__init__()
-        self.draft, self.current = draft, current
+        # current: the file this draft may be written back to (opened with `edit`, or saved before);
+        # shown_from: the file it was opened from, which may be one not to write into (a bundled preset).
+        self.draft, self.shown_from = draft, shown_from
+        self.current = current.expanduser().absolute() if current is not None else None  # as save_target gives it
 
     def compose(self) -> ComposeResult:
         from tui_lora.places import display_path, user_presets_dir
 
-        name = self.current.stem if self.current else _suggested_name(self.draft)
         with Vertical(id="dialog"):
-            yield Static("[b]Save the run file as a preset[/b]", classes="dialog-title")
-            yield Static(f"Presets live in {display_path(user_presets_dir())}", markup=False)
-            yield Input(name, placeholder="name, e.g. qwen-belle-r16", id="preset-name", compact=True)
+            yield Static("[b]Save the run file as a preset or a file[/b]", classes="dialog-title")
+            yield Static(f"A preset name (kept in {display_path(user_presets_dir())}), or a path such as "
+                         "./my-run.toml", markup=False)
+            yield Input(self._first_text(), placeholder="name, e.g. qwen-belle-r16", id="preset-name", compact=True)
             yield Static("", id="save-target", markup=False)
             problems = len(self.draft.check.issues)
             if problems:
@@ -128,6 +139,18 @@ class SaveDialog(ModalScreen[Path | None]):
                 yield Button("Save", id="save", compact=True, variant="primary")
                 yield Button("Cancel", id="cancel", compact=True)
 
+    def _first_text(self) -> str:
+        from tui_lora.places import user_presets_dir
+
+        if self.current is not None:
+            if self.current.parent.resolve() == user_presets_dir().resolve():
+                return self.current.stem
+            return path_text(self.current)
+        source = self.shown_from or self.draft.source
+        if source is not None and _bundled_name(source):
+            return free_preset_name(source.stem)  # a copy never takes the bundled preset's own name
+        return _suggested_name(self.draft)
+
     def on_mount(self) -> None:
         self._describe(self.query_one("#preset-name", Input).value)
 
@@ -135,55 +158,125 @@ class SaveDialog(ModalScreen[Path | None]):
     def _name_changed(self, event: Input.Changed) -> None:
         self._describe(event.value)
 
-    def _describe(self, name: str) -> None:
-        from tui_lora.places import display_path, preset_path
+    def _describe(self, text: str) -> None:
+        from tui_lora.places import display_path, user_presets_dir
 
         target = self.query_one("#save-target", Static)
         try:
-            path = preset_path(name)
+            path = save_target(text)
         except UserError as exc:
             target.update(f"✗ {exc}")
             return
         if path == self.current:
-            target.update(f"→ {display_path(path)} (the preset you are editing)")
-        elif path.exists():
-            target.update(f"→ {display_path(path)} already exists: you will be asked before it is replaced")
-        else:
-            target.update(f"→ {display_path(path)}")
+            mine = path.parent.resolve() == user_presets_dir().resolve()
+            target.update(f"→ {display_path(path)} ({'the preset you are editing' if mine else 'the file you opened'})")
+            return
+        notes = []
+        if path.exists():
+            notes.append("already exists: you will be asked before it is replaced")
+        hidden = _hides_bundled(path)
+        if hidden:
+            notes.append(f"a bundled preset is called {hidden}: yours would be the one tui-lora run {hidden} "
+                         "finds; you will be asked")
+        target.update(f"→ {display_path(path)}" + (f" {'; '.join(notes)}" if notes else ""))
 
     @on(Input.Submitted, "#preset-name")
     @on(Button.Pressed, "#save")
     def _save(self) -> None:
         from tui_lora.config.write import write_atomic
-        from tui_lora.places import preset_path
 
         try:
-            path = preset_path(self.query_one("#preset-name", Input).value)
+            path = save_target(self.query_one("#preset-name", Input).value)
         except UserError as exc:
             self.notify(str(exc), severity="error")
             return
 
         def write(replace: bool) -> None:
             try:
-                write_atomic(path, self.draft.to_toml(), overwrite=replace)
+                write_atomic(path, self.draft.file_text(), overwrite=replace)
             except UserError as exc:
                 self.notify(str(exc), title="Not saved", severity="error")
                 return
             self.dismiss(path)
 
-        if path.exists() and path != self.current:
-            def answered(choice: str | None) -> None:
-                if choice == "replace":
-                    write(True)
-
-            self.app.push_screen(ConfirmDialog(f"{path.name} already exists. Replace it?",
-                                               [("replace", "Replace"), ("keep", "Keep it")]), answered)
+        if path == self.current:
+            write(True)
             return
-        write(path == self.current)
+        reasons = []
+        if path.exists():
+            reasons.append(f"{path.name} already exists.")
+        hidden = _hides_bundled(path)
+        if hidden:
+            reasons.append(f"A bundled preset is called {hidden}: this one would take its place for tui-lora run "
+                           f"{hidden} and presets --copy {hidden}.")
+        if not reasons:
+            write(False)
+            return
+
+        def answered(choice: str | None) -> None:
+            if choice == "replace":
+                write(path.exists())
+
+        self.app.push_screen(ConfirmDialog(" ".join(reasons) + " Save it anyway?",
+                                           [("replace", "Save anyway"), ("keep", "Choose another name")],
+                                           focus="keep"), answered)
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+def save_target(text: str) -> Path:
+    """Where the text typed in the save dialog points: a path (it has a / or starts with ~ or .) or a preset name."""
+    from tui_lora.places import preset_path
+
+    text = text.strip()
+    if text.startswith(("~", ".")) or "/" in text or "\\" in text:
+        path = Path(text).expanduser()
+        if path.suffix != ".toml":
+            raise UserError(f"{text}: a run file's path ends in .toml (a name without / is a preset)")
+        if path.is_dir():
+            raise UserError(f"{text}: is a folder; give the path of a .toml run file")
+        return path.absolute()
+    return preset_path(text)
+
+
+def path_text(path: Path) -> str:
+    """A path as the save dialog shows it: ./NAME under the working folder, else with ~ for home."""
+    from tui_lora.places import display_path
+
+    try:
+        return "./" + str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return display_path(path)
+
+
+def _bundled_name(path: Path) -> str | None:
+    from tui_lora.cli import bundled_presets
+
+    return next((name for name, found in bundled_presets().items() if found.resolve() == path.resolve()), None)
+
+
+def _hides_bundled(path: Path) -> str | None:
+    """The bundled preset a user preset at path would hide (the user's own wins a clash of names)."""
+    from tui_lora.cli import bundled_presets
+    from tui_lora.places import user_presets_dir
+
+    if path.parent.resolve() == user_presets_dir().resolve() and path.stem in bundled_presets():
+        return path.stem
+    return None
+
+
+def free_preset_name(stem: str) -> str:
+    """stem-2, stem-3 …: the first name neither a bundled preset nor one of the user's own has."""
+    from tui_lora.cli import bundled_presets
+    from tui_lora.places import user_presets
+
+    taken = set(bundled_presets()) | set(user_presets())
+    counter = 2
+    while f"{stem}-{counter}" in taken:
+        counter += 1
+    return f"{stem}-{counter}"
 
 
 def _suggested_name(draft: Draft) -> str:

@@ -10,6 +10,7 @@ from textual.widgets.selection_list import Selection
 from tui_lora.tui.screens.step import StepScreen
 
 ALL_LINEAR = "all-linear"
+TICKED, UNTICKED = "✓ ", "  "  # the tick box differs only in colour; this reads the same without it (NO_COLOR)
 
 
 def alpha_hint(r, alpha) -> str:
@@ -70,8 +71,8 @@ class LoraScreen(StepScreen):
         names = self._module_names()
         choices.display = bool(names)
         choices.clear_options()
-        choices.add_options([Selection(f"{ALL_LINEAR} (every linear layer but the output)", ALL_LINEAR)]
-                            + [Selection(name, name) for name in names])
+        choices.add_options([Selection(self._prompt(name), name, id=f"target-{number}")
+                             for number, name in enumerate([ALL_LINEAR] + names)])
         if names:
             choices.highlighted = 0  # so Enter or Space acts at once when Tab lands here
         self._tick_choices()
@@ -82,14 +83,23 @@ class LoraScreen(StepScreen):
         wanted = {ALL_LINEAR} if targets == ALL_LINEAR else set(targets if isinstance(targets, list) else [])
         return wanted & ({ALL_LINEAR} | set(self._module_names()))
 
+    @staticmethod
+    def _prompt(name: str, ticked: bool = False) -> str:
+        # The glyph goes first, where a narrow terminal never cuts it off.
+        label = f"{ALL_LINEAR} (every linear layer but the output)" if name == ALL_LINEAR else name
+        return (TICKED if ticked else UNTICKED) + label
+
     def _tick_choices(self) -> None:
         choices = self.query_one("#target-choices", SelectionList)
         wanted = self._wanted()
-        for name in [ALL_LINEAR] + self._module_names():
+        for number, name in enumerate([ALL_LINEAR] + self._module_names()):
             if name in wanted:
                 choices.select(name)
             else:
                 choices.deselect(name)
+            prompt = self._prompt(name, name in wanted)
+            if str(choices.get_option_at_index(number).prompt) != prompt:
+                choices.replace_option_prompt_at_index(number, prompt)
 
     @on(SelectionList.SelectedChanged, "#target-choices")
     def _ticked(self, event: SelectionList.SelectedChanged) -> None:
@@ -123,5 +133,7 @@ class LoraScreen(StepScreen):
 
         trainable = trainable_parameters(info, self.draft.check.config.lora)
         total = info["parameters"]
-        line.update(f"Trainable parameters: {format_count(trainable)} of {format_count(total)} "
-                    f"({trainable / total:.2%}), from the model's config alone")
+        # Counted from the config (no weights loaded), as a share of the base model: the run's model line
+        # divides by every parameter it holds, the adapter's included, so its percentage is a little lower.
+        line.update(f"Trainable parameters: {format_count(trainable)} ({trainable / total:.2%} of the base "
+                    f"{format_count(total)}; from the config alone)")

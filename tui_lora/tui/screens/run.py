@@ -15,10 +15,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Log, ProgressBar, Static
+from rich.text import Text
+from textual.widgets import Button, Footer, ProgressBar, RichLog, Static
 
 from tui_lora.events import EventTail
-from tui_lora.tui.run_model import RunProgress
+from tui_lora.tui.run_model import RunProgress, kept_checkpoints
 from tui_lora.tui.screens.chat import ChatScreen
 from tui_lora.tui.screens.dialogs import ConfirmDialog
 from tui_lora.tui.widgets.loss_plot import LossPlot
@@ -51,7 +52,10 @@ def next_steps(adapter: str, folder: Path) -> list[str]:
             "  list runs: tui-lora runs"]
 
 
-class RunScreen(Screen):
+class RunScreen(Screen[tuple[str, str]]):
+    """Dismissed (when the wizard started the run) with the run's (state, message), so the wizard can show why
+    a run that did not finish stopped, beside the fields that fix it."""
+
     BINDINGS = [
         Binding("a", "abort", "Abort"),
         Binding("c", "chat", "Chat"),
@@ -59,9 +63,12 @@ class RunScreen(Screen):
         Binding("end", "follow_log", "Follow log", show=False),
     ]
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, can_go_back: bool = False) -> None:
         super().__init__()
         self.folder = Path(folder)
+        self.can_go_back = can_go_back  # a screen below to return to (the wizard's review), else leaving exits
+        self.logged: list[str] = []  # the log pane's lines as text, before wrapping (the last LOG_LINES)
+        self.kept: list[int] = []  # steps of the checkpoints still in the run folder
         self.progress = RunProgress()
         self.tail = EventTail(self.folder / "events.jsonl")
         self._owner_checked = 0.0
@@ -83,7 +90,9 @@ class RunScreen(Screen):
         yield Static("", id="run-state", markup=False)
         yield Static("", id="run-stats", markup=False)
         yield LossPlot(id="loss-plot")
-        yield Log(id="run-log", max_lines=LOG_LINES, auto_scroll=True)
+        # Wrapped, not cut: the commands in "next steps" and long warnings must be readable whole.
+        yield RichLog(id="run-log", max_lines=LOG_LINES, auto_scroll=True, wrap=True, min_width=20, markup=False,
+                      highlight=False)
         with Horizontal(id="step-buttons"):
             yield Button("Abort", id="abort", compact=True, variant="error")
             yield Button("Chat", id="chat", compact=True, variant="primary")
@@ -105,11 +114,18 @@ class RunScreen(Screen):
             if event.get("type") == "status" and event.get("state") == "finished":
                 lines += next_steps(self.progress.adapter or str(self.folder / "adapter"), self.folder)
         if lines:
-            self.query_one("#run-log", Log).write_lines(lines)
+            log = self.query_one("#run-log", RichLog)
+            for line in lines:
+                log.write(Text(line))
+            self.logged = (self.logged + lines)[-LOG_LINES:]
         now = time.monotonic()
+        checked = False
         if now - self._owner_checked > 2.0:  # a process check is cheap, but not worth doing 4 times a second
-            self._owner_checked = now
+            self._owner_checked, checked = now, True
             self._alive = self._run_alive()
+        if checked or any(event.get("type") == "checkpoint" for event in events):
+            # The folder, not the events, says which checkpoints are left (save_total_limit deletes old ones).
+            self.kept = kept_checkpoints(self.folder)
         if events or not self._alive:
             self._draw(plot=bool(events))
 
@@ -123,7 +139,9 @@ class RunScreen(Screen):
     def _draw(self, plot: bool) -> None:
         p = self.progress
         steps = self.query_one("#steps-bar", ProgressBar)
-        steps.update(total=p.max_steps or None, progress=p.step)
+        # An unknown total animates as "busy"; once the run has ended (or its process is gone) nothing is busy.
+        over = p.final or not self._alive
+        steps.update(total=p.max_steps or (max(p.step, 1) if over else None), progress=p.step)
         self.query_one("#steps-text", Static).update(
             f"{p.step}/{p.max_steps or '?'}  {clock(p.elapsed)} elapsed  ETA {clock(p.eta)}")
         self.query_one("#epoch-bar", ProgressBar).update(total=1.0, progress=p.epoch_fraction)
@@ -139,8 +157,8 @@ class RunScreen(Screen):
         if p.early_stopping is not None:
             waited, patience = p.early_stopping
             stats += f"  early stopping {waited}/{patience} evaluations without improvement"
-        if p.checkpoints:
-            stats += f"  checkpoints at {', '.join(str(step) for step in p.checkpoints[-4:])}"
+        if self.kept:
+            stats += f"  checkpoints at {', '.join(str(step) for step in self.kept[-4:])}"
         self.query_one("#run-stats", Static).update(stats)
         if plot:
             self.query_one("#loss-plot", LossPlot).show(p.train_points, p.eval_points)
@@ -199,7 +217,8 @@ class RunScreen(Screen):
 
         self.app.push_screen(ConfirmDialog("Abort the run? It saves a checkpoint after the current step and stops; "
                                            "tui-lora run … --resume continues it later.",
-                                           [("abort", "Abort the run"), ("keep", "Keep training")]), answered)
+                                           [("abort", "Abort the run"), ("keep", "Keep training")],
+                                           focus="keep"), answered)  # Enter must not end hours of training
 
     @on(Button.Pressed, "#chat")
     def action_chat(self) -> None:
@@ -208,9 +227,18 @@ class RunScreen(Screen):
             return
         self.app.push_screen(ChatScreen(self.folder))
 
+    @property
+    def live(self) -> bool:
+        return not self.progress.final and self._alive
+
     @on(Button.Pressed, "#leave")
     def action_leave(self) -> None:
-        self.app.exit(("left", self.folder) if not self.progress.final and self._alive else None)
+        if self.live:
+            self.app.exit(("left", self.folder))  # the run goes on; the command line says how to come back
+        elif self.can_go_back:
+            self.dismiss((self.progress.state if self.progress.final else "died", self.progress.message))
+        else:
+            self.app.exit(None)
 
     def action_follow_log(self) -> None:
-        self.query_one("#run-log", Log).scroll_end(animate=False)
+        self.query_one("#run-log", RichLog).scroll_end(animate=False)

@@ -17,12 +17,14 @@ from tui_lora.tui.draft import Draft
 from tui_lora.tui.screens.dialogs import ConfirmDialog
 
 
+START_HELP = ("Enter: open · the next steps go through the model, source, quantisation, LoRA, data and training "
+              "settings, then a review that saves a preset or starts the run.")
+
+
 def _label(name: str, path: Path) -> str:
-    """One line per preset: its name, then as much of its description as fits beside it."""
-    description = _description(path)
-    if len(description) > 44:
-        description = description[:43].rstrip() + "…"
-    return f"  {name:28} {description}"
+    """One line per preset: its name, then its description; the list cuts it with … where the terminal
+    ends (app.tcss), and the help line below shows the whole of the highlighted one."""
+    return f"  {name:28} {_description(path)}"
 
 
 def _run_label(folder: Path) -> str:
@@ -31,6 +33,13 @@ def _run_label(folder: Path) -> str:
 
     status = read_status(folder)
     return f"  {status.state:12} {progress_text(status):22} {display_path(folder)}"
+
+
+def home_as_tilde(text: str) -> str:
+    """A message with the home folder written as ~, as every path on screen is (the message names files)."""
+    from tui_lora.tui.screens.training import display_path_words
+
+    return display_path_words(text)
 
 
 def resumable(status) -> bool:
@@ -72,9 +81,29 @@ class StartScreen(Screen):
         yield Static("[b]tui-lora[/b]   LoRA and QLoRA fine-tuning of chat models. Choose where to start:",
                      id="step-title")
         yield OptionList(*options, id="start-choices")
-        yield Static("Enter: open · the next steps go through the model, source, quantisation, LoRA, data and "
-                     "training settings, then a review that saves a preset or starts the run.", id="help-line")
+        yield Static(START_HELP, id="help-line", markup=False)
         yield Footer()
+
+    @on(OptionList.OptionHighlighted, "#start-choices")
+    def _highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        """The help line speaks of the highlighted choice, whole: what a preset is for, where it lives."""
+        from tui_lora.places import display_path
+
+        option_id = event.option.id or ""
+        path = self.choices.get(option_id)
+        if path is None:
+            text = START_HELP
+        elif option_id.startswith("run:"):
+            from tui_lora.run_status import read_status
+
+            status = read_status(path.parent)
+            parts = ["Enter: watch it, resume it, or start a new run from its settings ·",
+                     f"{display_path(path.parent)}: {status.state}.", home_as_tilde(status.message)]
+            text = " ".join(part for part in parts if part)
+        else:
+            description = _description(path) or "(no description)"
+            text = f"{description}  ({display_path(path)}; Enter opens it at the model step)"
+        self.query_one("#help-line", Static).update(text)
 
     def _option(self, option_id: str, path: Path, label: str) -> Option:
         self.choices[option_id] = path
@@ -117,5 +146,7 @@ class StartScreen(Screen):
             elif choice == "edit":
                 self._open(folder / "run.toml")
 
-        self.app.push_screen(ConfirmDialog(f"{folder}: {status.state}, {progress_text(status)}. "
-                                           f"{status.message}".strip(), answers), answered)
+        from tui_lora.places import display_path
+
+        self.app.push_screen(ConfirmDialog(f"{display_path(folder)}: {status.state}, {progress_text(status)}. "
+                                           f"{home_as_tilde(status.message)}".strip(), answers), answered)

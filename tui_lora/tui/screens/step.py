@@ -30,7 +30,8 @@ WIDGET_HELP = {
     "test-connection": "Check the endpoint, and whether the model and data ids exist there (tui-lora hub check).",
     "preview": "Encode the first records with the run's own code and show one example, trained tokens highlighted.",
     "back": "Back to the previous step (Esc); nothing typed is lost.",
-    "next": "On to the next step (Ctrl+N); a value a field cannot take keeps you here.",
+    "next": "On to the next step (Ctrl+N; keys 1-7 or a click on the step bar go to any step); a value a field "
+            "cannot take keeps you here.",
     "save": "Save the run file as a preset (Ctrl+S).",
     "issues": "Enter on a problem goes to its field.",
 }
@@ -39,9 +40,15 @@ WIDGET_HELP = {
 class StepScreen(Screen):
     TITLE: ClassVar[str] = ""
     FIELDS: ClassVar[tuple[str, ...]] = ()
+    HELP: ClassVar[dict[str, str]] = {}  # this step's own help for a widget id, over WIDGET_HELP
     BINDINGS = [
         Binding("escape", "back", "Back"),
         Binding("ctrl+n", "next", "Next"),
+        # Page keys scroll the step from wherever the focus is (a button or a checkbox has no use for them).
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        # A text box takes digits as text first, so these only act outside one.
+        *(Binding(str(number), f"go_to({number})", f"Step {number}", show=False) for number in range(1, 8)),
     ]
 
     @property
@@ -70,7 +77,10 @@ class StepScreen(Screen):
         for position, title in enumerate(STEP_TITLES):
             if position:
                 parts.append(Content(" › "))
-            parts.append(Content.styled(title, "bold reverse") if title == self.TITLE else Content(title))
+            # Each name is a link: a click goes to that step (as its number key does).
+            link = f"screen.go_to({position + 1})"
+            parts.append(Content.styled(title, "bold reverse") if title == self.TITLE
+                         else Content.from_markup(f"[@click={link}]$title[/]", title=title))
         return Content.assemble(*parts)
 
     def body(self) -> ComposeResult:
@@ -132,7 +142,12 @@ class StepScreen(Screen):
         if key:
             self.query_one("#help-line", Static).update(f"{key}: {field_spec(key).metadata['help']}  (F1: more)")
         else:
-            self.query_one("#help-line", Static).update(WIDGET_HELP.get(widget.id or "", ""))
+            self.query_one("#help-line", Static).update(self.HELP.get(widget.id or "")
+                                                        or WIDGET_HELP.get(widget.id or "", ""))
+        # The help line may have grown a line and shrunk the step's view under the widget just scrolled
+        # into it: scroll again once the new layout is in place.
+        if self.query_one("#step-body") in widget.ancestors:
+            self.call_after_refresh(widget.scroll_visible, animate=False)
 
     @on(Input.Submitted)
     def _enter_moves_on(self, event: Input.Submitted) -> None:
@@ -158,6 +173,25 @@ class StepScreen(Screen):
 
     def action_back(self) -> None:
         self.app.pop_screen()
+
+    def action_page(self, direction: int) -> None:
+        body = self.query_one("#step-body", VerticalScroll)
+        if direction > 0:
+            body.scroll_page_down(animate=False)
+        else:
+            body.scroll_page_up(animate=False)
+
+    def action_go_to(self, number: int) -> None:
+        """Step `number` at once; leaving forward is refused as Next refuses it (a value a field cannot take)."""
+        if number == self.number:
+            return
+        if number > self.number:
+            blocking = self.draft.check.blocking(field.key for field in self.query(SettingField))
+            if blocking:
+                self.notify(f"{blocking[0]}", title="Fix this first", severity="error")
+                self.focus_key(blocking[0].key)
+                return
+        self.app.go_to_step(number)
 
     def action_next(self) -> None:
         keys = [field.key for field in self.query(SettingField)]

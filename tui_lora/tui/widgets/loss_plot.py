@@ -32,8 +32,17 @@ def _line(x0: int, y0: int, x1: int, y1: int):
             y0 += sy
 
 
-def _label(value: float) -> str:
-    return f"{value:.4g}"[:AXIS_WIDTH - 1].rjust(AXIS_WIDTH - 1)
+def _label(value: float, digits: int = 4) -> str:
+    return f"{value:.{digits}g}"[:AXIS_WIDTH - 1].rjust(AXIS_WIDTH - 1)
+
+
+def tick_rows(rows: int) -> list[int]:
+    """Rows that get a value label: top and bottom, and about every third row between (at most 6 in all),
+    so the loss can be read off the axis anywhere, not only at its extremes."""
+    if rows <= 3:
+        return list(range(rows))
+    count = min(6, max(3, (rows + 2) // 3))
+    return sorted({round(index * (rows - 1) / (count - 1)) for index in range(count)})
 
 
 def draw(train: list[tuple[float, float]], evals: list[tuple[float, float]], width: int, height: int) -> Text:
@@ -66,9 +75,15 @@ def draw(train: list[tuple[float, float]], evals: list[tuple[float, float]], wid
         previous = here
     marks = {(y // 4, x // 2) for x, y in (dot(step, value) for step, value in evals)}
 
+    labelled = tick_rows(rows)
     text = Text()
     for row in range(rows):
-        label = _label(high) if row == 0 else _label(low) if row == rows - 1 else ""
+        # the value at the middle of the row's four dots
+        label = _label(high - (row * 4 + 1.5) / (dots_y - 1) * (high - low), 3) if row in labelled else ""
+        if row == 0:
+            label = _label(high)
+        elif row == rows - 1:
+            label = _label(low)
         text.append(label.ljust(AXIS_WIDTH - 1) + "┤", style="dim")
         for column in range(columns):
             if (row, column) in marks:
