@@ -135,6 +135,7 @@ def test_a_few_bad_rows_are_skipped_and_counted_and_the_run_goes_on(outcomes):
     shown, shown_done = outcomes["few bad rows: data"]
     assert shown_done.returncode == 0, shown_done.stderr
     assert "skipped" in shown_done.stdout and "1 × missing 'output'" in shown_done.stdout
+    assert "2 (records 6, 18)" in shown_done.stdout  # the numbers `run` names, too
 
 
 def test_lines_that_are_not_records_are_skipped_counted_and_named(outcomes):

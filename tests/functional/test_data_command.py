@@ -28,6 +28,8 @@ def test_terminal_view_shows_examples_and_a_summary(tmp_path):
     out = done.stdout
     assert "example 1:" in out and "example 2:" in out and "example 3:" not in out
     assert "whole data set" in out and "trained tokens" in out and "36 train, 12 eval" in out
+    # a pipe shows no highlighting: the trained text is marked in the text itself, and the title says how
+    assert "trained (between [[ ]])" in out and "<|im_end|>]]" in out and "(highlighted)" not in out
 
 
 def test_every_row_malformed_is_one_clear_line(tmp_path):

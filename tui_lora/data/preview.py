@@ -23,11 +23,19 @@ TRAINED_STYLE = "bold black on green"
 CONTEXT_STYLE = "dim"
 
 
-def example_text(segments: Iterable[tuple[str, bool]]) -> Text:
-    """Rendered conversation: trained tokens highlighted, the rest dimmed."""
+PLAIN_MARKERS = ("[[", "]]")
+
+
+def example_text(segments: Iterable[tuple[str, bool]], plain: bool = False) -> Text:
+    """Rendered conversation: trained tokens highlighted, the rest dimmed; with ``plain`` (no colour: a file,
+    a pipe, NO_COLOR) trained tokens are between [[ and ]] instead, since a style there shows nothing."""
     text = Text()
+    opening, closing = PLAIN_MARKERS
     for piece, trained in segments:
-        text.append(piece, style=TRAINED_STYLE if trained else CONTEXT_STYLE)
+        if plain:
+            text.append(f"{opening}{piece}{closing}" if trained else piece)
+        else:
+            text.append(piece, style=TRAINED_STYLE if trained else CONTEXT_STYLE)
     return text
 
 
@@ -49,7 +57,10 @@ def summary_table(report: DataReport, lengths: list[int], max_length: int) -> Ta
     table.add_row("format", report.format)
     table.add_row("records", f"{report.records:,}")
     table.add_row("examples", f"{report.train_examples:,} train, {report.eval_examples:,} eval")
-    table.add_row("skipped", f"{report.skipped:,}")
+    numbers = ", ".join(str(number) for number, _ in report.bad_records)
+    more = ", …" if report.skipped > len(report.bad_records) else ""
+    table.add_row("skipped", f"{report.skipped:,} (record{'s' if report.skipped > 1 else ''} {numbers}{more})"
+                  if report.bad_records else f"{report.skipped:,}")
     for reason, count in sorted(report.skip_reasons.items(), key=lambda item: -item[1]):
         table.add_row("", f"{count:,} × {reason}")
     table.add_row("shortened", f"{report.truncated:,} (trailing exchanges dropped to fit max_length {max_length})")
@@ -76,11 +87,13 @@ def whole_set_counts(examples, report: DataReport):
 
 def show_examples(console: Console, tokenizer, examples, report: DataReport, lengths: list[int],
                   max_length: int, label_pad_token_id: int) -> None:
+    plain = console.no_color or console.color_system is None
+    shown_as = "between [[ ]]" if plain else "highlighted"
     for number, example in enumerate(examples, 1):
         segments = label_mask_segments(tokenizer, example["input_ids"], example["labels"], label_pad_token_id)
         trained = sum(1 for label in example["labels"] if label != label_pad_token_id)
-        title = f"example {number}: {len(example['input_ids'])} tokens, {trained} trained (highlighted)"
-        console.print(Panel(example_text(segments), title=title, title_align="left"))
+        title = f"example {number}: {len(example['input_ids'])} tokens, {trained} trained ({shown_as})"
+        console.print(Panel(example_text(segments, plain), title=title, title_align="left"))
     console.print(Panel(Group(summary_table(report, lengths, max_length)), title="whole data set",
                         title_align="left"))
 
