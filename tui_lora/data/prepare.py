@@ -201,8 +201,14 @@ def arrow_columns(examples, *names: str):
     """The columns as one pyarrow Table, rows as the data set has them (after a filter or split too).
 
     Counting is done on it by pyarrow.compute: converting a 0.8M-row column to Python to sum it costs seconds.
+    A filtered or split set keeps its rows behind an indices mapping, which datasets' own `[:]` gathers one row
+    at a time in Python (0.2 s for 50,000 rows); one Arrow take does it in milliseconds.
     """
-    return examples.select_columns(list(names)).with_format("arrow")[:]
+    try:
+        table, indices = examples.data.table.select(list(names)), examples._indices
+    except AttributeError:  # a datasets without these internals: its own, slower gather
+        return examples.select_columns(list(names)).with_format("arrow")[:]
+    return table if indices is None else table.take(indices.table.column(0))
 
 
 def column_sum(table, name: str) -> int:
