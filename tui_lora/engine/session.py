@@ -62,8 +62,14 @@ class StopRequest:
         self.signal = self.signal or signal.Signals(signum).name
         if not self.training or not first:
             raise KeyboardInterrupt
-        self.events.log("warning", f"{self.signal} received: saving a checkpoint after this step, then stopping "
-                                   "(Ctrl+C again to stop at once)")
+        try:
+            self.events.log("warning", f"{self.signal} received: saving a checkpoint after this step, then "
+                                       "stopping (Ctrl+C again to stop at once)")
+        except Exception:
+            # Anything raised here would surface in the middle of the training step and fail the run before it
+            # saves: a terminal that is gone, or a write interrupted inside the same stream ("reentrant call").
+            # The stop is already recorded in self.signal; the status event after the checkpoint says the rest.
+            pass
 
 
 def execute(config: RunConfig, folder: RunFolder, resume_from=None, listeners: list[Listener] = ()) -> dict:
