@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tui_lora.errors import UserError
+from tui_lora.file_modes import current_umask, share_weights_like_other_files
 
 
 @dataclass
@@ -122,7 +123,10 @@ def _write_atomically(destination: Path, write) -> None:
     stage = Path(tempfile.mkdtemp(prefix=f".{destination.name}.merging-", dir=destination.parent))
     try:
         write(stage)
-        os.chmod(stage, 0o755)  # mkdtemp makes it private to its owner; a model folder is usually shared
+        # mkdtemp makes the folder private to its owner and safetensors the weights; a model folder is
+        # usually shared, so both get the modes the umask gives any new folder and file
+        os.chmod(stage, 0o777 & ~current_umask())
+        share_weights_like_other_files(stage)
         if destination.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{destination.name}.replaced-", dir=destination.parent))
             os.replace(destination, old / destination.name)

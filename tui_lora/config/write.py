@@ -12,24 +12,11 @@ import tomli_w
 from tui_lora.config.load import config_to_dict
 from tui_lora.config.schema import RunConfig
 from tui_lora.errors import UserError
+from tui_lora.file_modes import current_umask
 
 
 def to_toml(config: RunConfig) -> str:
     return tomli_w.dumps(config_to_dict(config))
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where the system allows (os.umask can only set it)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _new_file_mode(path: Path) -> int:
@@ -37,7 +24,7 @@ def _new_file_mode(path: Path) -> int:
     try:
         return stat.S_IMODE(path.stat().st_mode)
     except OSError:
-        return 0o666 & ~_umask()
+        return 0o666 & ~current_umask()
 
 
 def write_atomic(path: Path, text: str, overwrite: bool = False) -> None:

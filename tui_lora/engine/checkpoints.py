@@ -22,6 +22,7 @@ from pathlib import Path
 from transformers import Trainer
 from transformers.trainer_utils import rotate_checkpoints
 
+from tui_lora.file_modes import share_weights_like_other_files
 from tui_lora.runs import RunFolder
 
 STAGING = ".partial"
@@ -71,6 +72,7 @@ class WholeCheckpoints:
         if best and Path(best).parent == Path(staged).parent:
             self.state.best_model_checkpoint = os.path.join(os.path.dirname(final), Path(best).name)
             self.state.save_to_json(os.path.join(staged, "trainer_state.json"))
+        share_weights_like_other_files(staged)  # before it is visible: no reader ever sees it private
         if os.path.isdir(final):  # a checkpoint of the same step from before a resume: replaced whole
             shutil.rmtree(final)
         os.rename(staged, final)
