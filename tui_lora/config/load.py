@@ -120,9 +120,15 @@ def attribute_overrides(issues: list[ConfigIssue], origins: dict[str, str]) -> l
 # ---------------------------------------------------------------- typing
 
 
-def _suggest(word: str, options: list[str]) -> str:
+def closest(word: str, options: list[str]) -> str | None:
+    """The option a mistyped word most likely meant (keys, choices, and the command line's verbs), or None."""
     close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    return f"; did you mean {close[0]}?" if close else ""
+    return close[0] if close else None
+
+
+def _suggest(word: str, options: list[str]) -> str:
+    close = closest(word, options)
+    return f"; did you mean {close}?" if close else ""
 
 
 def _key_elsewhere(key: str, section: str) -> str:

@@ -54,8 +54,10 @@ def model_source(ref: str) -> str:
     """What from_pretrained gets: builtin assets become their folder; hub ids pass through."""
     if is_builtin(ref):
         return str(builtin_path(ref))
-    path = Path(ref).expanduser()
-    return str(path) if path.exists() else ref
+    from tui_lora.config.rules import looks_local
+
+    # looks_local, not Path.exists: a name the file system refuses (too long, a NUL) must not raise here
+    return str(Path(ref).expanduser()) if looks_local(ref) else ref
 
 
 @contextmanager
@@ -64,6 +66,8 @@ def loading(key: str, ref: str) -> Iterator[None]:
     try:
         yield
     except ValueError as exc:
+        if type(exc).__name__ == "HFValidationError":  # huggingface_hub refused it as a repo id
+            raise UserError(f"{key}: {ref!r} is neither a local path nor a hub id: {first_line(exc)}") from None
         if "trust_remote_code" not in str(exc):
             raise
         raise UserError(f"{key}: {ref!r} needs its own Python code (the .py files in its repository) to load, and "
