@@ -50,6 +50,16 @@ def resolve_preset(name: str) -> Path:
                     f"{', '.join(user_presets()) or 'none yet'}")
 
 
+def run_file_of(name: str) -> Path:
+    """resolve_preset, and a run folder stands for its run.toml: the resolved run file it was started with,
+    --set overrides included, so `tui-lora run RUN_FOLDER --resume` continues the run as it was (like attach,
+    chat, eval and merge, which take the folder too)."""
+    path = resolve_preset(name)
+    if path.is_dir() and (path / "run.toml").is_file():
+        return path / "run.toml"
+    return path
+
+
 def all_presets() -> dict[str, Path]:
     """Every preset by name, the user's own replacing a bundled one of the same name."""
     return {**bundled_presets(), **user_presets()}
@@ -70,7 +80,19 @@ def preset_description(path: Path) -> str:
 def load(args):
     from tui_lora.config import load_run_file
 
-    return load_run_file(resolve_preset(args.preset), args.set or [])
+    run_file = run_file_of(args.preset)
+    config = load_run_file(run_file, args.set or [])
+    if run_file.name == "run.toml" and run_file.parent.is_dir() and run_file != resolve_preset(args.preset):
+        _same_folder(run_file.parent, config)
+    return config
+
+
+def _same_folder(folder: Path, config) -> None:
+    """A run folder given for its run.toml must be the folder that run.toml trains into (not a moved copy)."""
+    recorded = Path(config.training.output_dir).expanduser()
+    if recorded.absolute() != folder.absolute() and not (recorded.exists() and recorded.samefile(folder)):
+        raise UserError(f"{folder}: its run.toml trains into {recorded} (training.output_dir), not this folder; "
+                        f"was the folder moved? Give {recorded}, or move the folder back")
 
 
 # ---------------------------------------------------------------- verbs
@@ -163,6 +185,10 @@ def cmd_run(args) -> int:
         return print_command(args)
     if getattr(args, "detach", False):
         return run_detached(args)
+    from tui_lora.streams import survive_closed_readers
+
+    # `| tee log` or `| head` may close the terminal side at any moment; the run must not notice
+    survive_closed_readers()
     from tui_lora.runs import open_run_folder, resolve_paths
 
     config = resolve_paths(load(args))
@@ -172,7 +198,7 @@ def cmd_run(args) -> int:
         from tui_lora.accelerate_launch import run_launched
         from tui_lora.headless import PlainDisplay, display_for
 
-        return run_launched(config, resolve_preset(args.preset), args.set or [], args.resume,
+        return run_launched(config, run_file_of(args.preset), args.set or [], args.resume,
                             PlainDisplay() if args.plain else display_for())
     folder, checkpoint = open_run_folder(config, args.resume)
     from tui_lora.engine.session import Interrupted, execute
@@ -196,14 +222,14 @@ def print_command(args) -> int:
     from tui_lora.accelerate_launch import printable_command
     from tui_lora.runs import resolve_paths
 
-    print(printable_command(resolve_paths(load(args)), resolve_preset(args.preset), args.set or [], args.resume))
+    print(printable_command(resolve_paths(load(args)), run_file_of(args.preset), args.set or [], args.resume))
     return 0
 
 
 def run_detached(args) -> int:
     from tui_lora.launch import start_detached
 
-    run = start_detached(resolve_preset(args.preset), args.set or [], args.resume)
+    run = start_detached(run_file_of(args.preset), args.set or [], args.resume)
     print(f"started in the background: run folder {run.folder} (pid {run.pid})")
     print(f"watch: tui-lora attach {run.folder}    list: tui-lora runs    "
           f"stop: kill {run.pid} (saves a checkpoint first)")
@@ -438,7 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     def with_preset(name: str, help: str, under=verbs) -> argparse.ArgumentParser:
         sub = under.add_parser(name, help=help, description=help)
         sub.add_argument("preset", metavar="PRESET",
-                         help="a .toml run file, or the name of a preset (yours or a bundled one)")
+                         help="a .toml run file, the name of a preset (yours or a bundled one), or a run folder "
+                              "(its run.toml: the run file as the run was started, --set included)")
         sub.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                          help="override one field, e.g. --set lora.r=16 (repeatable)")
         return sub
@@ -491,8 +518,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def unknown_verb(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
+    """One line for a mistyped command (`tui-lora rnu`), with the nearest one; None when every command is known.
+
+    argparse's own "invalid choice" is the usage plus a list of every verb; a slip of the fingers deserves
+    the one line that a misspelled key in a run file gets (the same difflib helper finds the near miss).
+    """
+    from tui_lora.config.load import closest
+
+    words, level = [a for a in argv if not a.startswith("-")], parser
+    for depth, word in enumerate(words[:2]):
+        verbs = next((a for a in level._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if verbs is None:
+            return None
+        if word not in verbs.choices:
+            if depth == 0 and any(a.startswith("-") for a in argv[:argv.index(word)]):
+                return None  # after an option (--version, -h) the word is not a command; argparse says so
+            where = "tui-lora" if depth == 0 else f"tui-lora {words[0]}"
+            near = closest(word, list(verbs.choices))
+            hint = f"did you mean '{near}'?" if near else f"commands are {', '.join(verbs.choices)}"
+            return f"unknown command '{word}'; {hint} ({where} --help lists every command)"
+        level = verbs.choices[word]
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    mistyped = unknown_verb(parser, argv)
+    if mistyped:
+        print(f"error: {mistyped}", file=sys.stderr)
+        return EXIT_USAGE
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         if sys.stdin.isatty() and sys.stdout.isatty():

@@ -65,6 +65,35 @@ def trainable_parameters(info: dict, lora: LoraSettings) -> int:
     return count
 
 
+def total_parameters(info: dict, lora: LoraSettings) -> int:
+    """Every parameter of the model once peft has wrapped it: what the run's model line divides the
+    trainable count by, as peft's print_trainable_parameters does. The base model's own plus what the
+    adapter adds (LoRA's A and B, DoRA's magnitudes, a full copy of each modules_to_save module);
+    biases trained with bias="all" or "lora_only" are the base's own, so they add nothing.
+
+    trainable_parameters / total_parameters is the run's trainable share; trainable / info["parameters"]
+    (the base alone) is a little higher (8.90% against 8.17% for the demo).
+    """
+    return info["parameters"] + trainable_parameters(info, lora) - _trained_base_biases(info, lora)
+
+
+def trainable_share(info: dict, lora: LoraSettings) -> float:
+    """The share of the wrapped model's parameters that train, as the run reports it (a fraction, not %)."""
+    total = total_parameters(info, lora)
+    return trainable_parameters(info, lora) / total if total else 0.0
+
+
+def _trained_base_biases(info: dict, lora: LoraSettings) -> int:
+    """The base model's biases that trainable_parameters counts (they train, but peft adds no parameter)."""
+    if lora.bias == "all":
+        return info["bias_parameters"]
+    if lora.bias != "lora_only":
+        return 0
+    saved = list(lora.modules_to_save)
+    return sum(layer["count"] * layer["out"] for layer in info["linear"]
+               if layer["bias"] and _is_target(layer, lora.target_modules, info) and not _inside_saved(layer, saved))
+
+
 def _is_output_layer(layer: dict, info: dict) -> bool:
     return layer.get("path", layer["name"]) == info.get("output_layer")
 

@@ -4,19 +4,23 @@ The training process appends; the headless display, the TUI and `tui-lora runs`
 read. Every event has "t" (unix seconds) and "type":
   status    state (starting, loading, preparing_data, training, saving, finished,
             failed, interrupted (Ctrl+C), aborted (SIGTERM)) and message
-  progress  step, max_steps, epoch, num_epochs, tokens_seen, elapsed
+  progress  step, max_steps, epoch, num_epochs, tokens_seen, elapsed (seconds of this session),
+            elapsed_total (of every session of the run: a resumed run adds the time before it)
   train     step, epoch, loss, learning_rate, grad_norm, tokens_per_second, and on a GPU
             gpu_memory / gpu_memory_reserved (peak bytes so far)
   eval      step, epoch, eval_loss and any other eval_* metric
   early_stopping  step, evaluations_without_improvement, patience (after each evaluation)
   data      counts from data preparation (records, examples, skipped and why, shortened, tokens)
-  download  a hub fetch: state start (files, bytes to fetch, source), files_done/files, state done (folder)
+  download  a hub fetch: state start (files, bytes to fetch, source), files_done/files,
+            bytes_done/bytes (at most once a second), state done (folder)
   model     trainable and total parameters, quantisation
-  checkpoint  step and folder of each checkpoint saved
+  checkpoint  step and folder of each checkpoint saved, and checkpoints: the steps of those on disk
+            once it is in place (save_total_limit may have removed older ones)
   summary   the Trainer's closing numbers (runtime, samples per second, train loss)
   log       level and message (warnings and errors from the training process; info lines of
             its own, such as which batching path runs)
-  result    where the adapter is and the final metrics
+  result    where the adapter is and the final metrics; train_loss_steps [first, last]: the steps the
+            Trainer's train_loss averages (this session's only, after a resume)
 Readers ignore types and keys they do not know, so the log can grow.
 """
 

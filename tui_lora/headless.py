@@ -44,6 +44,17 @@ def describe_model(event: Event) -> str:
             f"quantization {event.get('quantization')}")
 
 
+def describe_checkpoint(event: Event, folder: str = "") -> str:
+    kept = event.get("checkpoints")
+    # what save_total_limit left on disk, so nobody goes looking for a checkpoint it has removed
+    now = ""
+    if isinstance(kept, list) and kept:
+        shown = ", ".join(str(step) for step in kept[-4:])
+        now = f" (on disk: steps {'…, ' if len(kept) > 4 else ''}{shown})"
+    where = f"{folder.rstrip('/')}/{event.get('path')}" if folder else event.get("path")
+    return f"checkpoint saved at step {event.get('step')}: {where}{now}"
+
+
 def describe_download(event: Event) -> str | None:
     """A line when a download starts and ends; per-file progress only feeds the event log."""
     if event.get("state") == "start":
@@ -53,13 +64,27 @@ def describe_download(event: Event) -> str | None:
         return f"download: {event.get('repo')} from {event.get('source')}: {what}"
     if event.get("state") == "done":
         return f"download: {event.get('repo')} ready in {event.get('folder')}"
+    if isinstance(event.get("files_done"), int) and event.get("files"):
+        return f"download: {event.get('repo')}: {event['files_done']}/{event['files']} files"
     return None
+
+
+def clock(seconds: float | None) -> str:
+    """0:07, 1:27, 1:02:03; "-" for a time not known yet."""
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
 def describe_result(event: Event) -> str:
     metrics = event.get("metrics", {})
-    parts = [f"{key} {_number(value, '.4f')}" for key, value in metrics.items()
-             if key in ("train_loss", "eval_loss")]
+    first, last = (event.get("train_loss_steps") or [1, None])[:2]
+    # after a resume the Trainer's train_loss covers the steps of this session only: say which
+    covered = f" (steps {first}-{last}, this session)" if isinstance(first, int) and first > 1 else ""
+    parts = [f"{key} {_number(value, '.4f')}{covered if key == 'train_loss' else ''}"
+             for key, value in metrics.items() if key in ("train_loss", "eval_loss")]
     early = " (stopped early)" if event.get("stopped_early") else ""
     return f"done at step {event.get('step')}{early}: {'  '.join(parts)}; adapter in {event.get('adapter')}"
 
@@ -69,18 +94,32 @@ class PlainDisplay:
 
     def __init__(self, stream=None):
         self.stream = stream or sys.stdout
+        self.folder = ""  # the run folder, from the starting event: checkpoint lines give the whole path
+        self.max_steps = self.num_epochs = None  # from the training status and the progress events
 
     def line(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 
     def __call__(self, event: Event) -> None:
         kind = event.get("type")
+        if kind == "status" and event.get("state") == "starting":
+            self.folder = str(event.get("folder") or "")
+        if kind == "status" and event.get("state") == "training":
+            self.max_steps = event.get("max_steps") or self.max_steps
+        if kind == "progress":
+            self.max_steps = event.get("max_steps") or self.max_steps
+            self.num_epochs = event.get("num_epochs") or self.num_epochs
         if kind == "status" and event.get("state") == "failed":
             return  # the command line prints the reason as its one error line
         if kind == "status":
             self.line(f"[{event.get('state')}] {event.get('message', '')}".rstrip())
         elif kind == "train":
-            self.line(f"step {event.get('step')} epoch {_number(event.get('epoch'), '.2f')}  {describe_train(event)}")
+            steps = f"/{self.max_steps}" if self.max_steps else ""
+            epochs = f"/{_number(self.num_epochs, 'g')}" if self.num_epochs else ""
+            self.line(f"step {event.get('step')}{steps} epoch {_number(event.get('epoch'), '.2f')}{epochs}  "
+                      f"{describe_train(event)}")
+        elif kind == "checkpoint":
+            self.line(describe_checkpoint(event, self.folder))
         elif kind == "eval":
             self.line(describe_eval(event))
         elif kind == "data":
@@ -115,7 +154,10 @@ class RichDisplay(PlainDisplay):
     """A live progress bar for the steps, with the latest loss, learning rate and speed under it."""
 
     def __init__(self, console: Console | None = None):
+        super().__init__()
         self.console = console or Console(stderr=False)
+        self.resumed = False
+        self.clock = ""  # a resumed run's bar times this session; this says so and gives the whole run's time
         self.progress = _StepsProgress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -139,13 +181,16 @@ class RichDisplay(PlainDisplay):
                 self.progress.start()
                 self.task = self.progress.add_task("train", total=event.get("max_steps"), epoch="0.00",
                                                    completed=event.get("resumed_from") or 0)
+                self.resumed = bool(event.get("resumed_from"))
             return
         if kind == "progress" and self.task is not None:
             self.progress.update(self.task, completed=event.get("step"), total=event.get("max_steps"),
                                  epoch=f"{_number(event.get('epoch'), '.2f')}/{_number(event.get('num_epochs'), 'g')}")
+            if self.resumed and isinstance(event.get("elapsed_total"), (int, float)):
+                self.clock = f"  time {clock(event.get('elapsed'))} this session, {clock(event['elapsed_total'])} in all"
             return
         if kind == "train" and self.task is not None:
-            self.progress.stats = describe_train(event)
+            self.progress.stats = describe_train(event) + self.clock
             self.progress.refresh()
             return
         if kind == "status" and event.get("state") in ("saving", "finished", "failed", "interrupted", "aborted"):

@@ -45,6 +45,28 @@ def apply_hub_environment(settings: HubSettings) -> str:
             "they may not take effect" if late else "")
 
 
+# The switches that keep the libraries off the network. huggingface_hub (which fetches every model, tokenizer and
+# data set for tui-lora) obeys the first and the last; datasets the second, which matters to nothing fetched here.
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def offline_switches() -> list[str]:
+    """The offline variables set in the environment, as NAME=value, by the libraries' rule (1, ON, YES, TRUE)."""
+    true = {"1", "ON", "YES", "TRUE"}  # huggingface_hub.constants.ENV_VARS_TRUE_VALUES, without importing it
+    return [f"{name}={os.environ[name]}" for name in OFFLINE_VARIABLES if os.environ.get(name, "").upper() in true]
+
+
+def environment_offline() -> str:
+    """"HF_HUB_OFFLINE=1" (or TRANSFORMERS_OFFLINE=…) when huggingface_hub itself is offline through the
+    environment, else "". Read from huggingface_hub, which took it from the environment at import."""
+    from huggingface_hub import constants
+
+    if not constants.HF_HUB_OFFLINE:
+        return ""
+    named = [s for s in offline_switches() if not s.startswith("HF_DATASETS_OFFLINE")]
+    return named[0] if named else "HF_HUB_OFFLINE"
+
+
 def is_hub_id(ref: str) -> bool:
     return bool(ref) and not is_builtin(ref) and not looks_local(ref)
 
@@ -64,6 +86,8 @@ def hub_errors(ref: str, repo_type: str, settings: HubSettings) -> Iterator[None
     key = {"dataset": "data.path", "tokenizer": "tokenizer.name_or_path"}.get(repo_type, "model.name_or_path")
     try:
         yield
+    except errors.HFValidationError as exc:  # config/rules.py checks ids first; this is the library's own word
+        raise UserError(f"{key}: {ref!r} is not a hub id huggingface_hub accepts: {first_line(exc)}") from None
     except errors.GatedRepoError:
         raise UserError(f"{key}: {ref!r} on {where} is gated: accept its licence on the hub page, then log in "
                         "(`hf auth login`) or set HF_TOKEN") from None
@@ -76,6 +100,11 @@ def hub_errors(ref: str, repo_type: str, settings: HubSettings) -> Iterator[None
         if settings.offline:
             raise UserError(f"{key}: {ref!r} is not in the local cache and hub.offline is true; run once with "
                             "offline = false to download it, or set hub.cache_dir to the cache that has it") from None
+        switch = environment_offline()
+        if switch:
+            raise UserError(f"{key}: {ref!r} is not in the local cache and {switch} is set in the environment, so "
+                            f"nothing is downloaded; unset {switch.split('=')[0]} to download it, or set "
+                            "hub.cache_dir to the cache that has it") from None
         raise UserError(f"{key}: cannot download {ref!r} from {where}: the server did not answer; check the "
                         "network or hub.endpoint (for example https://hf-mirror.com)") from None
     except errors.OfflineModeIsEnabled:
@@ -140,14 +169,40 @@ def bound_timeouts(seconds: float) -> None:
     set_client_factory(client)
 
 
+class _Discard:
+    """Where the download bars draw: nowhere. Their numbers reach the user as events, not as tqdm's
+    carriage returns and cursor moves (which a log file or the run's own progress display would show)."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
 def _download_progress(emit: Emit, ref: str):
-    """A tqdm class for snapshot_download that reports finished files as events."""
+    """A tqdm class for snapshot_download that reports its progress as events and draws nothing.
+
+    snapshot_download makes three bars of this class: the files fetched, and (unit "B") the bytes
+    received and the bytes written. Files are reported as each one finishes; bytes at most once a second.
+    """
+    import time
+
     from tqdm.auto import tqdm
 
     class EventsTqdm(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["file"] = _Discard()
+            super().__init__(*args, **kwargs)
+            self._reported = 0.0
+
         def update(self, n=1):
             result = super().update(n)
-            emit("download", repo=ref, files_done=int(self.n), files=int(self.total or 0))
+            if self.unit != "B":
+                emit("download", repo=ref, files_done=int(self.n), files=int(self.total or 0))
+            elif self.desc.startswith("Reconstruct") and time.monotonic() - self._reported >= 1.0:
+                self._reported = time.monotonic()
+                emit("download", repo=ref, bytes_done=int(self.n), bytes=int(self.total or 0))
             return result
 
     return EventsTqdm
@@ -207,7 +262,8 @@ def fetch(ref: str, kind: str, revision: str, settings: HubSettings, emit: Emit 
 
     bound_timeouts(settings.timeout)
     with hub_errors(ref, kind, settings):
-        if settings.offline:
+        # HF_HUB_OFFLINE=1 in the environment means what hub.offline means: the cache, or a clear miss
+        if settings.offline or environment_offline():
             return _cached(ref, kind, revision, settings)
         plan = _Plan(ref, kind, revision, settings)
         emit("download", repo=ref, state="start", files=len(plan.files), files_to_fetch=len(plan.missing),
@@ -277,6 +333,17 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+def _unreachable_advice(settings: HubSettings, endpoint: str, from_environment: bool) -> str:
+    """What to try when the endpoint does not answer; a mirror is only suggested to someone not using one."""
+    if from_environment:
+        return (f"check the network; HF_ENDPOINT in the environment points at {endpoint}: correct it, unset it for "
+                "huggingface.co, or set hub.endpoint in the run file")
+    if settings.endpoint:
+        return (f"check the network and the address; hub.endpoint is already the mirror {endpoint}: try another "
+                "mirror, or leave hub.endpoint empty for huggingface.co")
+    return "check the network, or set hub.endpoint to a mirror such as https://hf-mirror.com"
+
+
 def check_hub(config: RunConfig) -> tuple[list[str], bool]:
     """`tui-lora hub check`: is the source reachable, do the ids exist there, how much is there to download.
 
@@ -293,19 +360,30 @@ def check_hub(config: RunConfig) -> tuple[list[str], bool]:
         return [f"{kind} {ref}: ModelScope is checked when the run fetches it" for kind, ref, _ in ids], True
     if settings.source == "local":
         return ["hub.source is \"local\": nothing is fetched"], True
-    endpoint = (settings.endpoint or "https://huggingface.co").rstrip("/")
+    # what huggingface_hub will use: hub.endpoint (tui-lora sets HF_ENDPOINT from it), else HF_ENDPOINT
+    from_environment = not settings.endpoint and bool(os.environ.get("HF_ENDPOINT"))
+    endpoint = (settings.endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
     lines, ok = [], True
+    switch = "" if settings.offline else environment_offline()
+    if switch:
+        lines.append(f"{switch} is set in the environment: nothing is downloaded, and a run stops at the first "
+                     f"file not in the cache; unset {switch.split('=')[0]} to download, or set hub.offline = true "
+                     "to run from the cache on purpose")
+    for other in offline_switches():
+        if other.startswith("HF_DATASETS_OFFLINE") and not settings.offline:
+            lines.append(f"{other} is set in the environment; tui-lora fetches data through huggingface_hub, "
+                         "which only HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) stops")
     if not settings.offline:
         reachable, seconds, status = _reachable(endpoint, settings.timeout)
-        lines.append(f"endpoint {endpoint}: {'reachable' if reachable else 'NOT reachable'} "
-                     f"({status}, {seconds:.2f} s)")
+        lines.append(f"endpoint {endpoint}{' (from HF_ENDPOINT)' if from_environment else ''}: "
+                     f"{'reachable' if reachable else 'NOT reachable'} ({status}, {seconds:.2f} s)")
         if not reachable:
-            return lines + ["check the network, or set hub.endpoint to a mirror such as https://hf-mirror.com"], False
+            return lines + [_unreachable_advice(settings, endpoint, from_environment)], False
     bound_timeouts(settings.timeout)
     for kind, ref, revision in ids:
         try:
             with hub_errors(ref, kind, settings):
-                if settings.offline:
+                if settings.offline or switch:
                     lines.append(f"{kind} {ref}: in the local cache ({_cached(ref, kind, revision, settings)})")
                     continue
                 plan = _Plan(ref, kind, revision, settings)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tui_lora.runs import RunFolder
+from tui_lora.runs import CHECKPOINT, RunFolder
 
 FINAL_STATES = ("finished", "failed", "interrupted", "aborted")
 
@@ -31,6 +31,9 @@ class RunStatus:
     pid: int | None = None  # the live training process holding the folder, if any
     adapter: Path | None = None
     latest_checkpoint: Path | None = None
+    # the steps of the checkpoints on disk now, oldest first: save_total_limit removes old ones, so the
+    # checkpoint events in the log name some that are gone (the latest checkpoint event lists these too)
+    checkpoints: list[int] = field(default_factory=list)
     loss: float | None = None  # the last training loss
     eval_loss: float | None = None  # the last evaluation loss
 
@@ -118,9 +121,11 @@ def read_status(folder: str | Path) -> RunStatus:
     except OSError:
         pass
 
+    on_disk = run.checkpoints()
     status = RunStatus(folder=run.path, state="new", pid=run.owner(),
                        adapter=run.adapter if run.adapter.is_dir() else None,
-                       latest_checkpoint=run.latest_checkpoint())
+                       latest_checkpoint=on_disk[-1] if on_disk else None,
+                       checkpoints=[int(CHECKPOINT.match(path.name).group(1)) for path in on_disk])
     for line in reversed(tail):
         event = _parse(line)
         if event is not None and isinstance(event.get("t"), (int, float)):

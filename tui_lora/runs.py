@@ -55,6 +55,10 @@ class RunFolder:
                 found.append((int(match.group(1)), child))
         return [path for _, path in sorted(found)]
 
+    def checkpoint_steps(self) -> list[int]:
+        """The steps of the complete checkpoints, oldest first."""
+        return [int(CHECKPOINT.match(path.name).group(1)) for path in self.checkpoints()]
+
     def latest_checkpoint(self) -> Path | None:
         found = self.checkpoints()
         return found[-1] if found else None
@@ -206,8 +210,12 @@ def open_run_folder(config, resume: str | None) -> tuple[RunFolder, Path | None]
     checkpoint: Path | None = None
     if resume is None:
         if folder.holds_training():
-            raise UserError(f"{folder.path} already holds a run; continue it with --resume, or start a new one "
-                            f"with --set training.output_dir=<new folder>")
+            # the free name is worked out here, so the advice is a command that works as written
+            free = fresh_run_folder("", taken=config.training.output_dir)
+            go_on = ("it has finished: train it further with --resume and a higher training.max_steps or "
+                     "num_train_epochs" if folder.adapter.is_dir() else "continue it with --resume")
+            raise UserError(f"{folder.path} already holds a run ({go_on}); start a new one with "
+                            f"--set training.output_dir={free}")
     elif resume == "latest":
         checkpoint = folder.latest_checkpoint()
         if checkpoint is None:

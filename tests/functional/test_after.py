@@ -270,9 +270,12 @@ def merged_logits_match(merged_dir, adapter_where: str, question: str = "Hello, 
 
 def test_merged_model_answers_like_the_adapter_and_loads_without_peft(trained_run, tmp_path):
     out = tmp_path / "merged"
-    done = run_cli("merge", str(trained_run), "--out", str(out))
+    done = run_cli("merge", str(trained_run), "--out", str(out), preexec_fn=lambda: os.umask(0o022))
     assert done.returncode == 0, done.stderr
     assert f"merged model written to {out}" in done.stdout and "untied" in done.stdout
+    # under umask 022 the weights are 0644 like the rest (safetensors alone would make them 0600)
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in out.iterdir() if p.stat().st_mode & 0o777 != 0o644} == {}
+    assert out.stat().st_mode & 0o777 == 0o755
     files = {path.name for path in out.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja"} <= files
     assert "adapter_config.json" not in files and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -121,7 +121,8 @@ def test_detach_refuses_bad_input_before_anything_starts(tmp_path):
     checkpoint.mkdir(parents=True)
     (checkpoint / "trainer_state.json").write_text('{"global_step": 2}')
     refused = run_cli("run", str(good), "--detach", "--plain", cwd=tmp_path, timeout=30)
-    assert refused.returncode == 2 and "already holds a run; continue it with --resume" in refused.stderr
+    assert refused.returncode == 2 and "already holds a run (continue it with --resume); start a new one with " \
+        f"--set training.output_dir={taken.path}-2" in refused.stderr
     assert refused.stderr.count("\n") == 1
     assert sorted(p.name for p in taken.path.iterdir()) == ["checkpoint-2"]  # no lock, no console.log
     assert not running_with(str(good))

@@ -176,4 +176,6 @@ def test_a_read_only_run_folder_is_refused_before_anything_loads(tmp_path, small
     raw = tiny_run_file(folder, training={"max_steps": 2, "eval_strategy": "no"})
     run = run_cli("run", str(write_run_file(tmp_path / "run.toml", raw)), "--plain")
     assert run.returncode == 2
-    assert run.stderr.splitlines() == [f"error: training.output_dir: cannot write to {folder}: Read-only file system"]
+    # found by the run file's check, before the run folder (or anything else) is touched
+    assert run.stderr.splitlines() == [f"error: {tmp_path / 'run.toml'}: training.output_dir: '{folder}' cannot be "
+                                       "created: it is on a read-only file system"]

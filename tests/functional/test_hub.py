@@ -192,3 +192,72 @@ def test_bounded_client_keeps_the_proxy_settings(monkeypatch):
         assert "https://" in patterns  # requests to https hosts go through the proxy
     finally:
         set_client_factory(default_client_factory)
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def environment(**changes) -> dict:
+    """This process's environment without the offline switches conftest sets, plus changes."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE",
+                                                              "TRANSFORMERS_OFFLINE", "HF_ENDPOINT")}
+    return {**env, **changes}
+
+
+def test_hub_check_advice_follows_what_is_set(tmp_path, repos):
+    """An unreachable mirror is not answered with "use a mirror such as …", and offline switches in the
+    environment are named, since the run would trip over them."""
+    from conftest import run_cli, write_run_file
+
+    mirror = f"http://127.0.0.1:{closed_port()}"
+    run_file = write_run_file(tmp_path / "run.toml", hub_run(tmp_path, mirror))
+    done = run_cli("hub", "check", str(run_file), env=environment(HF_HUB_OFFLINE="1"), timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("HF_HUB_OFFLINE=1 is set in the environment: nothing is downloaded"), lines
+    assert f"endpoint {mirror}: NOT reachable" in lines[1]
+    assert lines[2] == (f"check the network and the address; hub.endpoint is already the mirror {mirror}: try "
+                        "another mirror, or leave hub.endpoint empty for huggingface.co")
+    assert "such as https://hf-mirror.com" not in done.stdout
+
+    # TRANSFORMERS_OFFLINE turns huggingface_hub offline too: the ids are looked up in the cache, and named
+    with MirrorServer(repos) as server:
+        write_run_file(run_file, hub_run(tmp_path, server.url))
+        done = run_cli("hub", "check", str(run_file), env=environment(TRANSFORMERS_OFFLINE="1",
+                                                                       HF_DATASETS_OFFLINE="1"), timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    out = done.stdout
+    assert out.startswith("TRANSFORMERS_OFFLINE=1 is set in the environment: nothing is downloaded")
+    assert "HF_DATASETS_OFFLINE=1 is set in the environment; tui-lora fetches data through huggingface_hub" in out
+    assert (f"model {MODEL_ID}: '{MODEL_ID}' is not in the local cache and TRANSFORMERS_OFFLINE=1 is set in the "
+            "environment, so nothing is downloaded; unset TRANSFORMERS_OFFLINE") in out
+    assert not [path for _, path in server.requests if "/api/models/" in path]  # the check itself stayed offline
+
+    # the official hub unreachable (HF_ENDPOINT points elsewhere here): a mirror is the advice
+    write_run_file(run_file, hub_run(tmp_path, ""))
+    done = run_cli("hub", "check", str(run_file), env=environment(HF_ENDPOINT=mirror), timeout=60)
+    assert f"endpoint {mirror} (from HF_ENDPOINT): NOT reachable" in done.stdout
+    assert "HF_ENDPOINT in the environment points at" in done.stdout and "OFFLINE" not in done.stdout
+
+
+def test_a_plain_run_through_a_mirror_prints_plain_lines_only(tmp_path, repos):
+    """stdout a pipe: no library progress bar (huggingface_hub's download bars, transformers' loading bar)
+    reaches it or stderr; downloads are the run's own lines."""
+    from conftest import run_cli, write_run_file
+
+    with MirrorServer(repos) as mirror:
+        raw = hub_run(tmp_path, mirror.url)
+        raw["data"]["validation_split"] = 0.0
+        done = run_cli("run", str(write_run_file(tmp_path / "run.toml", raw)), env=environment(), timeout=240)
+    assert done.returncode == 0, done.stderr
+    output = done.stdout + done.stderr
+    assert "\x1b[" not in output and "\r" not in output, repr(output[:3000])
+    assert done.stderr == ""
+    assert f"download: {MODEL_ID} from the mirror {mirror.url}: " in done.stdout
+    assert f"download: {MODEL_ID}: 1/" in done.stdout and f"download: {DATA_ID} ready in " in done.stdout
+    assert "[finished]" in done.stdout

@@ -16,7 +16,7 @@ from hub_mirror import MirrorServer
 from tui_lora.assets import BUILTINS
 from tui_lora.config import config_from_dict
 from tui_lora.errors import UserError
-from tui_lora.estimate import memory_estimate, trainable_parameters
+from tui_lora.estimate import memory_estimate, total_parameters, trainable_parameters, trainable_share
 from tui_lora.probe import read_answer, run_probe
 
 MODEL_ID = "tui-test/tiny-chat"
@@ -123,8 +123,11 @@ def test_trainable_parameters_match_peft(tiny_raw, tiny_info, tiny_model, lora):
     raw = copy.deepcopy(tiny_raw)
     raw["lora"].update(lora)
     config = config_from_dict(raw)
-    trainable, _ = count_parameters(apply_lora(copy.deepcopy(tiny_model), config))
+    trainable, total = count_parameters(apply_lora(copy.deepcopy(tiny_model), config))
     assert trainable_parameters(tiny_info, config.lora) == trainable
+    # and the share the run prints (trainable of every parameter, the adapter's included), from the config alone
+    assert total_parameters(tiny_info, config.lora) == total
+    assert trainable_share(tiny_info, config.lora) == trainable / total
 
 
 @pytest.mark.parametrize("dtype", ["auto", "bfloat16"])

@@ -71,7 +71,9 @@ def test_same_folder_twice_is_refused_and_nothing_is_touched(tmp_path, train_in_
     run_file = write_run_file(tmp_path / "run.toml", raw)
     again = run_cli("run", str(run_file))
     assert again.returncode == 2
-    assert "already holds a run; continue it with --resume" in again.stderr
+    # finished: --resume alone would be refused, so the advice says what to raise; the free folder is named
+    assert "already holds a run (it has finished: train it further with --resume and a higher" in again.stderr
+    assert f"--set training.output_dir={folder.path}-2" in again.stderr
     assert again.stderr.count("\n") == 1
     assert folder.events.read_text() == before
 

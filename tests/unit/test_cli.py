@@ -154,8 +154,9 @@ def test_run_finds_a_user_preset_by_name(user_presets, tmp_path, capsys):
     (taken / "adapter").mkdir(parents=True)
     save_user_preset(user_presets, "mine", "my own run", **{'"runs/demo"': f'"{taken}"'})
     assert main(["run", "mine"]) == 2
-    assert capsys.readouterr().err == (f"error: {taken} already holds a run; continue it with --resume, or start a "
-                                       "new one with --set training.output_dir=<new folder>\n")
+    assert capsys.readouterr().err == (
+        f"error: {taken} already holds a run (it has finished: train it further with --resume and a higher "
+        f"training.max_steps or num_train_epochs); start a new one with --set training.output_dir={taken}-2\n")
 
 
 def test_unknown_preset_name_says_where_user_presets_go(user_presets, capsys):
@@ -175,3 +176,18 @@ def test_without_a_terminal_the_wizard_is_not_started():
     assert edit.returncode == 2 and edit.stderr.strip().splitlines() == [
         "error: the wizard needs an interactive terminal; in scripts use tui-lora run PRESET "
         "(tui-lora --help lists every command)"]
+
+
+def test_a_mistyped_command_is_one_line_with_the_nearest_one():
+    """Like a misspelled key in a run file: the near miss, not argparse's usage and list of choices."""
+    typo = run_cli("rnu", "demo")
+    assert typo.returncode == 2 and typo.stdout == ""
+    assert typo.stderr == "error: unknown command 'rnu'; did you mean 'run'? (tui-lora --help lists every command)\n"
+    nested = run_cli("hub", "chek", "demo")
+    assert nested.returncode == 2
+    assert nested.stderr.startswith("error: unknown command 'chek'; did you mean 'check'?")
+    assert nested.stderr.count("\n") == 1
+    nothing_near = run_cli("xyzzy")
+    assert nothing_near.returncode == 2 and nothing_near.stderr.count("\n") == 1
+    assert "unknown command 'xyzzy'; commands are run, validate" in nothing_near.stderr
+    assert run_cli("--version").returncode == 0 and run_cli("runs", "--json").returncode == 0

@@ -10,9 +10,12 @@ import math
 import os
 import time
 
+from pathlib import Path
+
 from transformers import TrainerCallback
 
-from tui_lora.events import EventLog
+from tui_lora.events import EventLog, read_events
+from tui_lora.runs import RunFolder
 
 
 class EventsCallback(TrainerCallback):
@@ -24,6 +27,8 @@ class EventsCallback(TrainerCallback):
         self.num_epochs = 0
         self.started = time.monotonic()
         self.last_tokens = (0, self.started)  # (tokens seen, when) at the previous train log
+        self.resumed_from = 0  # the step this session started from (a resumed run starts past 0)
+        self.trained_before = 0.0  # seconds the sessions this one continues spent training
 
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
@@ -31,16 +36,22 @@ class EventsCallback(TrainerCallback):
         self.started = time.monotonic()
         self.last_tokens = (state.num_input_tokens_seen, self.started)
         self.num_epochs = state.num_train_epochs  # what the Trainer will really do, max_steps included
-        self.events.status("training", f"training for {state.max_steps} steps", max_steps=state.max_steps,
-                           resumed_from=state.global_step)
+        self.resumed_from = state.global_step
+        self.trained_before = _trained_before(self.events.path) if state.global_step else 0.0
+        what = (f"resuming at step {state.global_step} of {state.max_steps}" if state.global_step
+                else f"training for {state.max_steps} steps")
+        self.events.status("training", what, max_steps=state.max_steps, resumed_from=state.global_step)
 
     def on_step_end(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
+        # elapsed: this session (what its pace and ETA are measured on); elapsed_total: every session of the
+        # run so far, so a resumed run's clock does not start again at 0:00 as if nothing came before
+        elapsed = time.monotonic() - self.started
         self.events.emit("progress", step=state.global_step, max_steps=state.max_steps,
                          epoch=round(state.epoch or 0.0, 4), num_epochs=self.num_epochs,
-                         tokens_seen=state.num_input_tokens_seen,
-                         elapsed=round(time.monotonic() - self.started, 2))
+                         tokens_seen=state.num_input_tokens_seen, elapsed=round(elapsed, 2),
+                         elapsed_total=round(self.trained_before + elapsed, 2))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero:
@@ -73,7 +84,26 @@ class EventsCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
-        self.events.emit("checkpoint", step=state.global_step, path=f"checkpoint-{state.global_step}")
+        # The Trainer calls this after the checkpoint is in place and save_total_limit has removed the oldest
+        # (checkpoints.WholeCheckpoints): "checkpoints" is what exists now, so no reader lists a deleted one.
+        kept = RunFolder(args.output_dir).checkpoint_steps()
+        self.events.emit("checkpoint", step=state.global_step, path=f"checkpoint-{state.global_step}",
+                         checkpoints=kept)
+
+
+def _trained_before(log: Path | None) -> float:
+    """Seconds of training in the sessions a resumed one continues: each session's last `elapsed`, summed
+    since the last session that started afresh (a run that trained nothing worth keeping starts one)."""
+    if log is None:
+        return 0.0
+    total = session = 0.0
+    for event in read_events(log):
+        if event.get("type") == "status" and event.get("state") == "starting":
+            total = 0.0 if not event.get("resumed_from") else total + session
+            session = 0.0
+        elif event.get("type") == "progress" and isinstance(event.get("elapsed"), (int, float)):
+            session = event["elapsed"]
+    return total + session
 
 
 def _gpu_memory() -> dict:

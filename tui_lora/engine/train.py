@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import sys
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -167,8 +166,8 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, stop, r
                                    early_stopping_threshold=config.early_stopping.threshold)
              if config.early_stopping.enabled else None)
     # EventsCallback comes after early stopping, so the counter it reports is already updated.
-    callbacks = [GracefulStop(stop), DivergenceCheck(), *([early] if early else []), EventsCallback(events, early),
-                 *injected_fault()]
+    reporter = EventsCallback(events, early)
+    callbacks = [GracefulStop(stop), DivergenceCheck(), *([early] if early else []), reporter, *injected_fault()]
     common = dict(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set, processing_class=tokenizer,
                   callbacks=callbacks)
     if plan.packed:
@@ -188,13 +187,19 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, stop, r
     # Every process calls this (FSDP and DeepSpeed gather the weights from all of them); only the main process
     # writes: the adapter, the tokenizer with its chat template, and the training arguments.
     trainer.save_model(str(folder.adapter))
+    if setup.should_save:
+        from tui_lora.file_modes import share_weights_like_other_files
+
+        share_weights_like_other_files(folder.adapter)
     metrics = {"train_loss": output.training_loss}
     if eval_set is not None:
         metrics.update(final_evaluation(trainer, config))
     stopped_early = (config.early_stopping.enabled and trainer.state.max_steps > trainer.state.global_step)
+    # The Trainer's train_loss is the mean over the steps of this session only: after a resume it says so
     return events.emit("result", adapter=str(folder.adapter), step=trainer.state.global_step,
                        stopped_early=stopped_early,
-                       metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+                       metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                       train_loss_steps=[reporter.resumed_from + 1, trainer.state.global_step])
 
 
 def tokenizer_files(config: RunConfig) -> list[Path]:
@@ -223,7 +228,12 @@ class _EventsHandler(logging.Handler):
 
     # Library chatter that says nothing to someone training an adapter: kept in train.log only.
     QUIET = ("Failed to load CPU gemm_4bit_forward", "`is_gradient_checkpointing` is deprecated",
-             "Setting `save_embedding_layers` to `True`")
+             "Setting `save_embedding_layers` to `True`",
+             # peft (0.18+) warns whenever an adapter sits on a tied layer (the demo adapts lm_head, tied to the
+             # embeddings) without ensure_weight_tying. Adapting only the output side is what the run file asks
+             # for, and the "complications when merging" it warns of are handled: `tui-lora merge` unties
+             # the embeddings first (after/merge.py). ensure_weight_tying would put the adapter on both sides.
+             "`ensure_weight_tying` is not set")
 
     def __init__(self, events: EventLog):
         super().__init__(logging.WARNING)
@@ -249,11 +259,7 @@ def capture_logs(folder: RunFolder, events: EventLog) -> list[tuple[logging.Logg
 
     transformers.utils.logging.disable_default_handler()  # its stderr lines would tear the progress bars
     transformers.utils.logging.set_verbosity_info()
-    if not sys.stderr.isatty():  # in a log file, library progress bars are only noise
-        import datasets
-
-        transformers.utils.logging.disable_progress_bar()
-        datasets.disable_progress_bars()
+    bars = _quiet_progress_bars()
     logging.captureWarnings(True)
     warnings.filterwarnings("ignore", message=".*kernels.*")
     # datasets prints its INFO lines ("Using custom data configuration ...") through a stderr handler of its
@@ -273,7 +279,31 @@ def capture_logs(folder: RunFolder, events: EventLog) -> list[tuple[logging.Logg
         for handler in (file_handler, events_handler):
             logger.addHandler(handler)
             attached.append((logger, handler))
-    return attached + [(logger, _Restore(handler)) for logger, handler in quiet]
+    return attached + [(logger, _Restore(handler)) for logger, handler in quiet] + bars
+
+
+def _quiet_progress_bars() -> list:
+    """Turn off the libraries' own tqdm bars for the run; returns what release_logs turns back on.
+
+    On a terminal they tear the run's progress display ("Loading weights: 100%|…|" under the bar); in a
+    log they are cursor moves and carriage returns. What matters of them reaches the user as the run's
+    own events: downloads (hub.fetch), loading and data preparation (status events).
+    """
+    import datasets
+    import huggingface_hub.utils
+    import transformers
+
+    switches = [(transformers.utils.logging.is_progress_bar_enabled, transformers.utils.logging.disable_progress_bar,
+                 transformers.utils.logging.enable_progress_bar),
+                (datasets.is_progress_bar_enabled, datasets.disable_progress_bars, datasets.enable_progress_bars),
+                (lambda: not huggingface_hub.utils.are_progress_bars_disabled(),
+                 huggingface_hub.utils.disable_progress_bars, huggingface_hub.utils.enable_progress_bars)]
+    restore = []
+    for enabled, disable, enable in switches:
+        if enabled():
+            disable()
+            restore.append((None, _Restore(enable)))
+    return restore
 
 
 class _RedactingFormatter(logging.Formatter):
@@ -286,7 +316,8 @@ class _RedactingFormatter(logging.Formatter):
 
 
 class _Restore:
-    """A handler capture_logs took away, to be given back by release_logs."""
+    """What capture_logs took away, for release_logs to give back: a logging handler, or (paired with no
+    logger) the function that turns a library's progress bars on again."""
 
     def __init__(self, handler: logging.Handler):
         self.handler = handler
@@ -294,7 +325,9 @@ class _Restore:
 
 def release_logs(attached: list) -> None:
     for logger, handler in attached:
-        if isinstance(handler, _Restore):
+        if isinstance(handler, _Restore) and logger is None:
+            handler.handler()  # a progress bar switch turned back on
+        elif isinstance(handler, _Restore):
             logger.addHandler(handler.handler)
         else:
             logger.removeHandler(handler)

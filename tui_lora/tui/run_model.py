@@ -19,9 +19,9 @@ PLOT_POINTS = 2000  # older points are thinned out: a plot is a few hundred cell
 def kept_checkpoints(folder) -> list[int]:
     """Steps of the checkpoints still in the run folder, oldest first. The events say when each was saved;
     only the folder says which ones save_total_limit (or a person) has deleted since."""
-    from tui_lora.runs import CHECKPOINT, RunFolder
+    from tui_lora.runs import RunFolder
 
-    return [int(CHECKPOINT.match(path.name).group(1)) for path in RunFolder(folder).checkpoints()]
+    return RunFolder(folder).checkpoint_steps()
 
 
 def _number(value: Any) -> float | None:
@@ -37,6 +37,7 @@ class RunProgress:
     epoch: float = 0.0
     num_epochs: float = 0.0
     elapsed: float = 0.0            # seconds of training in this (possibly resumed) session
+    elapsed_total: float | None = None  # seconds of training in every session of the run (older logs lack it)
     session_first_step: int = 0     # where this session started counting: a resumed run starts past 0
     loss: float | None = None
     learning_rate: float | None = None
@@ -107,6 +108,7 @@ class RunProgress:
         self.epoch = _number(event.get("epoch")) or 0.0
         self.num_epochs = _number(event.get("num_epochs")) or self.num_epochs
         self.elapsed = _number(event.get("elapsed")) or self.elapsed
+        self.elapsed_total = _number(event.get("elapsed_total")) or self.elapsed_total
 
     def _on_train(self, event: Event):
         self.loss = _number(event.get("loss"))

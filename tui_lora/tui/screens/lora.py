@@ -129,11 +129,11 @@ class LoraScreen(StepScreen):
         if self.draft.check.blocking(self.FIELDS):
             line.update("Trainable parameters: fix the values above first.")
             return
-        from tui_lora.estimate import format_count, trainable_parameters
+        from tui_lora.estimate import format_count, total_parameters, trainable_parameters, trainable_share
 
-        trainable = trainable_parameters(info, self.draft.check.config.lora)
-        total = info["parameters"]
-        # Counted from the config (no weights loaded), as a share of the base model: the run's model line
-        # divides by every parameter it holds, the adapter's included, so its percentage is a little lower.
-        line.update(f"Trainable parameters: {format_count(trainable)} ({trainable / total:.2%} of the base "
-                    f"{format_count(total)}; from the config alone)")
+        lora = self.draft.check.config.lora
+        # Counted from the config (no weights loaded), as the run's model line will count it: a share of every
+        # parameter the wrapped model holds, the adapter's own included.
+        line.update(f"Trainable parameters: {format_count(trainable_parameters(info, lora))} "
+                    f"({trainable_share(info, lora):.2%} of {format_count(total_parameters(info, lora))}; "
+                    "from the config alone)")

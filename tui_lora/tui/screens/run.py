@@ -19,6 +19,7 @@ from rich.text import Text
 from textual.widgets import Button, Footer, ProgressBar, RichLog, Static
 
 from tui_lora.events import EventTail
+from tui_lora.headless import clock
 from tui_lora.tui.run_model import RunProgress, kept_checkpoints
 from tui_lora.tui.screens.chat import ChatScreen
 from tui_lora.tui.screens.dialogs import ConfirmDialog
@@ -26,14 +27,6 @@ from tui_lora.tui.widgets.loss_plot import LossPlot
 
 POLL_SECONDS = 0.25  # how often the log is read and the screen redrawn: at most 4 times a second
 LOG_LINES = 5000     # the log pane keeps this many lines; the full log stays in the run folder
-
-
-def clock(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
 def number(value, fmt: str) -> str:
@@ -129,6 +122,11 @@ class RunScreen(Screen[tuple[str, str]]):
         if events or not self._alive:
             self._draw(plot=bool(events))
 
+    def _earlier_sessions(self) -> str:
+        """After a resume the clock times this session; the whole run's time is given beside it."""
+        p = self.progress
+        return f" ({clock(p.elapsed_total)} in all)" if p.session_first_step and p.elapsed_total else ""
+
     def _run_alive(self) -> bool:
         from tui_lora.runs import RunFolder
 
@@ -143,7 +141,7 @@ class RunScreen(Screen[tuple[str, str]]):
         over = p.final or not self._alive
         steps.update(total=p.max_steps or (max(p.step, 1) if over else None), progress=p.step)
         self.query_one("#steps-text", Static).update(
-            f"{p.step}/{p.max_steps or '?'}  {clock(p.elapsed)} elapsed  ETA {clock(p.eta)}")
+            f"{p.step}/{p.max_steps or '?'}  {clock(p.elapsed)} elapsed{self._earlier_sessions()}  ETA {clock(p.eta)}")
         self.query_one("#epoch-bar", ProgressBar).update(total=1.0, progress=p.epoch_fraction)
         self.query_one("#epoch-text", Static).update(
             f"{p.epoch:.2f} of {p.num_epochs:g}" if p.num_epochs else "-")
