@@ -61,7 +61,7 @@ def prepare_examples(settings: dict, path: Path) -> dict:
     """tui-lora's encoded train and held-out examples, written for the baseline to read."""
     from tui_lora.config import config_from_dict
     from tui_lora.data.prepare import prepare_datasets
-    from tui_lora.engine.model import load_tokenizer
+    from tui_lora.models import load_tokenizer
 
     config = config_from_dict(run_file(dict(settings, output_dir=str(path.parent / "prepare")), "auto"))
     tokenizer = load_tokenizer(config)
@@ -84,7 +84,7 @@ def tui_lora_side(settings: dict) -> dict:
     from baseline_train import evaluation_loss
     from tui_lora.config import config_from_dict
     from tui_lora.engine.session import execute
-    from tui_lora.runs import open_run_folder, resolve_paths
+    from tui_lora.runs.folder import open_run_folder, resolve_paths
 
     config = resolve_paths(config_from_dict(settings["run_file"]))
     folder, _ = open_run_folder(config, None)

@@ -81,7 +81,7 @@ def time_command(path: Path, cache: Path) -> float:
 def time_summary(raw: dict, repeats: int) -> list[float]:
     from tui_lora.config import config_from_dict
     from tui_lora.data import prepare, preview
-    from tui_lora.engine.model import load_tokenizer
+    from tui_lora.models import load_tokenizer
 
     config = config_from_dict(raw)
     examples, report = prepare.encode_records(config, load_tokenizer(config))

@@ -132,7 +132,7 @@ def run_file(model: Path, data: Path, output_dir: Path, batch_size: int, validat
 def prepare_examples(raw: dict, path: Path) -> dict:
     from tui_lora.config import config_from_dict
     from tui_lora.data.prepare import prepare_datasets
-    from tui_lora.engine.model import load_tokenizer
+    from tui_lora.models import load_tokenizer
 
     config = config_from_dict(raw)
     train, evaluation, report = prepare_datasets(config, load_tokenizer(config))

@@ -49,7 +49,7 @@ def train_in_process():
     """Run a run file through the real engine in this process; returns (folder, result, events)."""
     from tui_lora.config import config_from_dict
     from tui_lora.engine.session import execute
-    from tui_lora.runs import open_run_folder, resolve_paths
+    from tui_lora.runs.folder import open_run_folder, resolve_paths
 
     def run(raw: dict, resume: str | None = None):
         config = resolve_paths(config_from_dict(raw))

@@ -15,84 +15,16 @@ from pathlib import Path
 
 from tui_lora import __version__
 from tui_lora.errors import RunFailed, UserError, first_line
-from tui_lora.places import display_path, user_presets, user_presets_dir
+from tui_lora.places import display_path
+from tui_lora.presets import (all_presets, bundled_presets, load_preset, preset_description, presets_dir,
+                              resolve_preset, run_file_of, user_presets, user_presets_dir)
 from tui_lora.secret_guard import redact
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
-def presets_dir() -> Path:
-    """Bundled presets: inside the installed package, or presets/ beside it in a source checkout."""
-    package = Path(__file__).resolve().parent
-    for candidate in (package / "presets", package.parent / "presets"):
-        if candidate.is_dir():
-            return candidate
-    return package / "presets"
-
-
-def bundled_presets() -> dict[str, Path]:
-    return {path.stem: path for path in sorted(presets_dir().glob("*.toml"))}
-
-
-def resolve_preset(name: str) -> Path:
-    """A run file path, or a preset's name: the user's own (`places.user_presets_dir`), then the bundled ones.
-
-    The user's own wins a clash of names: it is the one they made or edited on purpose.
-    """
-    path = Path(name).expanduser()
-    if path.exists() or path.suffix == ".toml":
-        return path
-    found = all_presets()
-    if name in found:
-        return found[name]
-    raise UserError(f"{name}: no such run file or preset; bundled presets are "
-                    f"{', '.join(bundled_presets()) or 'none'}; yours ({display_path(user_presets_dir())}) are "
-                    f"{', '.join(user_presets()) or 'none yet'}")
-
-
-def run_file_of(name: str) -> Path:
-    """resolve_preset, and a run folder stands for its run.toml: the resolved run file it was started with,
-    --set overrides included, so `tui-lora run RUN_FOLDER --resume` continues the run as it was (like attach,
-    chat, eval and merge, which take the folder too)."""
-    path = resolve_preset(name)
-    if path.is_dir() and (path / "run.toml").is_file():
-        return path / "run.toml"
-    return path
-
-
-def all_presets() -> dict[str, Path]:
-    """Every preset by name, the user's own replacing a bundled one of the same name."""
-    return {**bundled_presets(), **user_presets()}
-
-
-def preset_description(path: Path) -> str:
-    """A preset's top-level description; a hand-edited file that does not parse says so instead."""
-    import tomllib
-
-    try:
-        with open(path, "rb") as handle:
-            description = tomllib.load(handle).get("description", "")
-    except (OSError, ValueError) as exc:
-        return f"(cannot read it: {first_line(exc)})"
-    return description if isinstance(description, str) else ""
-
-
 def load(args):
-    from tui_lora.config import load_run_file
-
-    run_file = run_file_of(args.preset)
-    config = load_run_file(run_file, args.set or [])
-    if run_file.name == "run.toml" and run_file.parent.is_dir() and run_file != resolve_preset(args.preset):
-        _same_folder(run_file.parent, config)
-    return config
-
-
-def _same_folder(folder: Path, config) -> None:
-    """A run folder given for its run.toml must be the folder that run.toml trains into (not a moved copy)."""
-    recorded = Path(config.training.output_dir).expanduser()
-    if recorded.absolute() != folder.absolute() and not (recorded.exists() and recorded.samefile(folder)):
-        raise UserError(f"{folder}: its run.toml trains into {recorded} (training.output_dir), not this folder; "
-                        f"was the folder moved? Give {recorded}, or move the folder back")
+    return load_preset(args.preset, args.set or [])
 
 
 # ---------------------------------------------------------------- verbs
@@ -189,20 +121,20 @@ def cmd_run(args) -> int:
 
     # `| tee log` or `| head` may close the terminal side at any moment; the run must not notice
     survive_closed_readers()
-    from tui_lora.runs import open_run_folder, resolve_paths
+    from tui_lora.runs.folder import open_run_folder, resolve_paths
 
     config = resolve_paths(load(args))
-    from tui_lora.accelerate_launch import needs_launcher
+    from tui_lora.runs.launcher import needs_launcher
 
     if needs_launcher(config):  # several processes: accelerate launch runs them, this process watches
-        from tui_lora.accelerate_launch import run_launched
-        from tui_lora.headless import PlainDisplay, display_for
+        from tui_lora.runs.launcher import run_launched
+        from tui_lora.runs.display import PlainDisplay, display_for
 
         return run_launched(config, run_file_of(args.preset), args.set or [], args.resume,
                             PlainDisplay() if args.plain else display_for())
     folder, checkpoint = open_run_folder(config, args.resume)
     from tui_lora.engine.session import Interrupted, execute
-    from tui_lora.headless import PlainDisplay, display_for
+    from tui_lora.runs.display import PlainDisplay, display_for
 
     display = PlainDisplay() if args.plain else display_for()
     try:
@@ -219,15 +151,15 @@ def cmd_run(args) -> int:
 
 def print_command(args) -> int:
     """The command `tui-lora run` would start (accelerate launch for several processes), for a scheduler."""
-    from tui_lora.accelerate_launch import printable_command
-    from tui_lora.runs import resolve_paths
+    from tui_lora.runs.launcher import printable_command
+    from tui_lora.runs.folder import resolve_paths
 
     print(printable_command(resolve_paths(load(args)), run_file_of(args.preset), args.set or [], args.resume))
     return 0
 
 
 def run_detached(args) -> int:
-    from tui_lora.launch import start_detached
+    from tui_lora.runs.detach import start_detached
 
     run = start_detached(run_file_of(args.preset), args.set or [], args.resume)
     print(f"started in the background: run folder {run.folder} (pid {run.pid})")
@@ -237,7 +169,7 @@ def run_detached(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from tui_lora.run_status import is_run_folder, read_status
+    from tui_lora.runs.status import is_run_folder, read_status
 
     if args.folders:
         folders = [Path(folder).expanduser().absolute() for folder in args.folders]
@@ -252,7 +184,7 @@ def cmd_runs(args) -> int:
     if args.json:
         import json
 
-        from tui_lora.run_status import status_to_dict
+        from tui_lora.runs.status import status_to_dict
 
         for status in statuses:
             print(json.dumps(status_to_dict(status), ensure_ascii=False))
@@ -266,7 +198,7 @@ def cmd_runs(args) -> int:
 
 def print_runs(statuses) -> None:
     """A table of runs: rich on a terminal, aligned plain text anywhere else."""
-    from tui_lora.run_status import progress_text
+    from tui_lora.runs.status import progress_text
 
     header = ("state", "progress", "started", "loss", "folder")
     rows = []

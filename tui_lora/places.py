@@ -1,4 +1,5 @@
-"""Where the user's own files live: saved presets and the list of recent runs.
+"""Where the user's own files live: the XDG folders (presets.py keeps its presets there) and the list of
+recent runs.
 
 Folders follow the XDG base-directory spec, so they move with XDG_CONFIG_HOME and XDG_STATE_HOME
 like every other tool's. Standard library only: the wizard imports this at start-up.
@@ -8,21 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from pathlib import Path
 
-from tui_lora.errors import UserError
 
 APP = "tui-lora"
 RECENT_KEPT = 20
-# ASCII only: a name is a file name, and macOS may hand back accented names in another Unicode
-# form than the one typed, so a preset saved as "é" would not be found by that name again.
-PRESET_NAME = re.compile(r"[A-Za-z0-9._-]+")
-ALLOWED = "use letters, digits, '.', '_' and '-', not starting with '.'"
 
 
-def _base_dir(variable: str, default: str) -> Path:
+def base_dir(variable: str, default: str) -> Path:
     """An XDG base folder; the spec says to ignore the variable when it is empty or relative."""
     value = os.environ.get(variable, "")
     return Path(value) if os.path.isabs(value) else Path.home() / default
@@ -36,38 +31,11 @@ def display_path(path: str | Path) -> str:
         return str(path)
 
 
-# ---------------------------------------------------------------- presets
-
-
-def user_presets_dir() -> Path:
-    """The folder of the user's own presets; it is made only when the first one is saved."""
-    return _base_dir("XDG_CONFIG_HOME", ".config") / APP / "presets"
-
-
-def user_presets() -> dict[str, Path]:
-    """The user's own presets, name -> file, sorted by name; empty when there are none."""
-    found = sorted(path for path in user_presets_dir().glob("*.toml")
-                   if not path.name.startswith(".") and path.is_file())
-    return {path.stem: path for path in found}
-
-
-def preset_path(name: str) -> Path:
-    """Where the preset called name is saved; "NAME.toml" means the same as "NAME"."""
-    stem = name.removesuffix(".toml")
-    if not stem:
-        raise UserError(f"a preset needs a name: {ALLOWED}")
-    if "/" in stem or "\\" in stem:  # a separator on one system or another
-        raise UserError(f"preset name {name!r}: a name, not a path; {ALLOWED}")
-    if stem.startswith(".") or not PRESET_NAME.fullmatch(stem):
-        raise UserError(f"preset name {name!r}: {ALLOWED}")
-    return user_presets_dir() / f"{stem}.toml"
-
-
 # ---------------------------------------------------------------- recent runs
 
 
 def recent_runs_file() -> Path:
-    return _base_dir("XDG_STATE_HOME", ".local/state") / APP / "recent-runs.json"
+    return base_dir("XDG_STATE_HOME", ".local/state") / APP / "recent-runs.json"
 
 
 def _read_recent() -> list[str]:

@@ -47,8 +47,6 @@ DATA_SAMPLE_CAP = 200  # records encoded for the data preview: enough for a leng
 SHOWN_EXAMPLES = 3
 # What AutoConfig reads from a repo: the config, and the code files when trust_remote_code is on.
 CONFIG_PATTERNS = ["config.json", "*.py"]
-# Names in a model's context-length field, newest convention first (GPT-2 style models use n_positions).
-CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
 
 
 # ---------------------------------------------------------------- the wizard's side
@@ -251,7 +249,7 @@ def _hub_guard(ref: str, hub: HubSettings) -> Iterator[None]:
 def _fetch_model_config(config: RunConfig):
     from transformers import AutoConfig
 
-    from tui_lora.engine.model import load_model_config, loading
+    from tui_lora.models import load_model_config, loading
     from tui_lora.hub import is_hub_id
 
     m, hub = config.model, config.hub
@@ -278,7 +276,7 @@ def _skeleton(model_config, config: RunConfig):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from tui_lora.engine.model import loading
+    from tui_lora.models import loading
 
     ref = config.model.name_or_path
     try:
@@ -292,6 +290,8 @@ def _skeleton(model_config, config: RunConfig):
 
 
 def describe_model(skeleton, model_config) -> dict[str, Any]:
+    from tui_lora.models import model_context
+
     text = model_config.get_text_config()  # multimodal configs keep the language model's numbers here
     inputs, outputs = skeleton.get_input_embeddings(), skeleton.get_output_embeddings()
     output_name = next((name for name, module in skeleton.named_modules() if module is outputs), None)
@@ -300,8 +300,7 @@ def describe_model(skeleton, model_config) -> dict[str, Any]:
         "architecture": type(skeleton).__name__,
         "model_type": model_config.model_type,
         "parameters": sum(p.numel() for p in skeleton.parameters()),  # shared (tied) weights count once
-        "context_length": next((getattr(text, name) for name in CONTEXT_FIELDS
-                                if isinstance(getattr(text, name, None), int)), None),
+        "context_length": (model_context(model_config) or (None, None))[1],  # what the run checks against
         "vocab_size": getattr(text, "vocab_size", None) or getattr(inputs, "num_embeddings", None),
         "hidden_size": getattr(text, "hidden_size", None) or getattr(inputs, "embedding_dim", None),
         "num_layers": getattr(text, "num_hidden_layers", None),
@@ -390,7 +389,7 @@ def probe_data(config: RunConfig) -> dict:
     """
     from tui_lora.data.encode import label_mask_segments
     from tui_lora.data.prepare import encode_records
-    from tui_lora.engine.model import load_tokenizer
+    from tui_lora.models import load_tokenizer
 
     wanted = config.data.max_samples
     capped = not wanted or wanted > DATA_SAMPLE_CAP  # the probe's cap, not the run's own max_samples

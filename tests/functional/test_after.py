@@ -20,7 +20,7 @@ import pytest
 import torch
 from conftest import REPO, run_cli, tiny_run_file
 
-from tui_lora.events import read_events
+from tui_lora.runs.events import read_events
 
 
 
@@ -50,7 +50,7 @@ def write_conversations(path, count: int = 64):
 def train(raw: dict):
     from tui_lora.config import config_from_dict
     from tui_lora.engine.session import execute
-    from tui_lora.runs import open_run_folder, resolve_paths
+    from tui_lora.runs.folder import open_run_folder, resolve_paths
 
     config = resolve_paths(config_from_dict(raw))
     folder, _ = open_run_folder(config, None)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, tiny_run_file, write_run_file
 
-from tui_lora.events import read_events
+from tui_lora.runs.events import read_events
 
 BAD_DATA = Path(__file__).parent / "bad_data"
 FORMATS_NAMED = "belle, messages, sharegpt, alpaca"

@@ -69,7 +69,7 @@ def test_summary_counted_column_wise_equals_counting_row_by_row(tmp_path):
     """The summary's figures come from pyarrow / numpy on whole columns; counted in Python they are the same."""
     from tui_lora.config import config_from_dict
     from tui_lora.data import prepare, preview
-    from tui_lora.engine.model import load_tokenizer
+    from tui_lora.models import load_tokenizer
 
     config = config_from_dict(tiny_run_file(tmp_path / "run", data={"path": "tests/functional/bad_data/"
                                                                             "a_few_bad_rows.jsonl", "max_samples": 0}))

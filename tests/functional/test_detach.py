@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO, run_cli, tiny_run_file, write_run_file
 
-from tui_lora.launch import abort, start_detached, wait_gone
-from tui_lora.run_status import read_status
-from tui_lora.runs import RunFolder
+from tui_lora.runs.detach import abort, start_detached, wait_gone
+from tui_lora.runs.status import read_status
+from tui_lora.runs.folder import RunFolder
 
 # Without evaluation and with little data, so each run is a few seconds of start-up and a few of steps.
 QUICK = dict(data={"validation_split": 0.0, "max_samples": 32})
@@ -72,7 +72,7 @@ def test_a_detached_run_survives_its_parent_being_killed(tmp_path):
     parent_script = tmp_path / "parent.py"
     parent_script.write_text(textwrap.dedent(f"""
         import time
-        from tui_lora.launch import start_detached
+        from tui_lora.runs.detach import start_detached
         run = start_detached({str(run_file)!r})
         print(run.pid, flush=True)
         time.sleep(600)

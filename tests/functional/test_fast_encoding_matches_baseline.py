@@ -33,7 +33,7 @@ from tui_lora.data.encode import (
 )
 from tui_lora.data.formats import to_messages
 from tui_lora.data.prepare import prepare_datasets
-from tui_lora.engine.model import load_tokenizer
+from tui_lora.models import load_tokenizer
 
 PAD = -100
 

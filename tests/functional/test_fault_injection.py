@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, run_cli, tiny_run_file, write_run_file
 
-from tui_lora.runs import CHECKPOINT, RunFolder
+from tui_lora.runs.folder import CHECKPOINT, RunFolder
 
 MAX_STEPS = 10
 KILLS = 4  # kill -9 this many times: half of them in the middle of writing a checkpoint

@@ -16,9 +16,9 @@ import pytest
 from conftest import run_cli, tiny_run_file, write_run_file
 from test_detach import running_with, wait_for
 
-from tui_lora.events import read_events
-from tui_lora.launch import abort, start_detached, wait_gone
-from tui_lora.runs import RunFolder
+from tui_lora.runs.events import read_events
+from tui_lora.runs.detach import abort, start_detached, wait_gone
+from tui_lora.runs.folder import RunFolder
 
 # 36 training and 12 evaluation examples; evaluation batches that divide 12 evenly in both runs, so
 # neither run pads its last evaluation batch with repeated examples.

@@ -17,9 +17,10 @@ from conftest import tiny_run_file
 from tui_lora.config import config_from_dict
 from tui_lora.data.prepare import prepare_datasets
 from tui_lora.engine import batching
-from tui_lora.engine.model import apply_lora, load_model, load_tokenizer
+from tui_lora.engine.model import apply_lora, load_model
+from tui_lora.models import load_tokenizer
 from tui_lora.engine.train import data_collator
-from tui_lora.runs import resolve_paths
+from tui_lora.runs.folder import resolve_paths
 
 IGNORED = -100
 

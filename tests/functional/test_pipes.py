@@ -17,8 +17,8 @@ import time
 
 from conftest import REPO, run_cli, tiny_run_file, write_run_file
 
-from tui_lora.events import read_events
-from tui_lora.runs import RunFolder
+from tui_lora.runs.events import read_events
+from tui_lora.runs.folder import RunFolder
 
 
 def of_type(events, kind):

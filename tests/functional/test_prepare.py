@@ -8,7 +8,7 @@ import pytest
 from conftest import tiny_run_file
 
 from tui_lora.config import config_from_dict
-from tui_lora.engine.model import load_tokenizer
+from tui_lora.models import load_tokenizer
 from tui_lora.errors import UserError
 from tui_lora.data.prepare import prepare_datasets
 

@@ -88,7 +88,7 @@ def test_model_probe_of_a_hub_id_reads_the_config_and_no_weights(tmp_path, monke
 
 
 def test_model_probe_refuses_remote_code_like_the_engine(tmp_path):
-    from tui_lora.engine.model import loading
+    from tui_lora.models import loading
 
     folder = tmp_path / "custom-model"
     shutil.copytree(BUILTINS["tiny-chat"], folder, ignore=shutil.ignore_patterns("*.safetensors"))

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import tiny_run_file, write_run_file
 
-from tui_lora.launch import start_detached, wait_gone
-from tui_lora.runs import RunFolder
+from tui_lora.runs.detach import start_detached, wait_gone
+from tui_lora.runs.folder import RunFolder
 from tui_lora.tui.attach import AttachApp
 from tui_lora.tui.screens.dialogs import ConfirmDialog
 from tui_lora.tui.screens.run import RunScreen
@@ -45,7 +45,7 @@ def finished_run(tmp_path_factory, request):
     """A real short run, finished, whose events.jsonl the screen replays."""
     from tui_lora.config import config_from_dict
     from tui_lora.engine.session import execute
-    from tui_lora.runs import open_run_folder, resolve_paths
+    from tui_lora.runs.folder import open_run_folder, resolve_paths
 
     folder = tmp_path_factory.mktemp("finished") / "run"
     # save_total_limit 1: checkpoint-3 is deleted when checkpoint-6 is saved, as a long run deletes its old ones
@@ -133,8 +133,8 @@ def _parent(pid: int) -> int | None:
 
 
 def test_the_start_screen_resumes_an_aborted_run_and_the_plot_joins_its_history(tmp_path):
-    from tui_lora.launch import abort
-    from tui_lora.run_status import read_status
+    from tui_lora.runs.detach import abort
+    from tui_lora.runs.status import read_status
     from tui_lora.tui.app import WizardApp
 
     preset = write_run_file(tmp_path / "stop.toml", tiny_run_file(

@@ -21,8 +21,8 @@ from conftest import REPO, tiny_run_file, write_run_file
 from hub_mirror import MirrorServer
 
 from tui_lora.assets import BUILTINS
-from tui_lora.events import read_events
-from tui_lora.launch import wait_gone
+from tui_lora.runs.events import read_events
+from tui_lora.runs.detach import wait_gone
 
 # Built here, not written out whole: a literal token in the repository is what secret scanners look for.
 TOKEN = "hf_" + "TuiLoraTestNotAToken" + "0123456789abcdef"

@@ -31,11 +31,11 @@ from tui_lora.assets import BUILTINS
 from tui_lora.config import config_from_dict
 from tui_lora.config.schema import OPTIMIZERS, SCHEDULERS, TrainingSettings, section_fields
 from tui_lora.data.prepare import prepare_datasets
-from tui_lora.engine.model import (apply_lora, check_hardware, module_names, load_model, load_model_config, load_tokenizer,
-                                   lora_config, quantization_config)
+from tui_lora.engine.model import apply_lora, check_hardware, module_names, load_model, lora_config, quantization_config
+from tui_lora.models import load_model_config, load_tokenizer
 from tui_lora.engine.train import data_collator, training_arguments
 from tui_lora.errors import UserError
-from tui_lora.runs import RunFolder, resolve_paths
+from tui_lora.runs.folder import RunFolder, resolve_paths
 
 
 def make_config(tmp_path: Path, **sections):
@@ -337,7 +337,8 @@ def test_device_map_is_checked_against_this_machine_before_loading(tmp_path):
 REVISION_CHILD = r'''
 import json
 from tui_lora.config import config_from_dict
-from tui_lora.engine.model import load_model, load_model_config, load_tokenizer
+from tui_lora.engine.model import load_model
+from tui_lora.models import load_model_config, load_tokenizer
 
 raw = {"model": {"name_or_path": "tui-test/tiny", "revision": "experiment", "device_map": "cpu"},
        "data": {"path": "builtin:belle-sample"}}
@@ -694,7 +695,7 @@ def test_launch_settings_reach_accelerate_launch(tmp_path):
     """The command `tui-lora run` starts, read back by accelerate's own argument parser."""
     from accelerate.commands.launch import launch_command_parser
 
-    from tui_lora.accelerate_launch import launch_command
+    from tui_lora.runs.launcher import launch_command
 
     accelerate_config = tmp_path / "fsdp.yaml"
     accelerate_config.write_text("distributed_type: FSDP\n")

@@ -12,8 +12,8 @@ import tomllib
 import pytest
 from conftest import REPO, run_cli, tiny_run_file, write_run_file
 
-from tui_lora.events import read_events
-from tui_lora.runs import RunFolder
+from tui_lora.runs.events import read_events
+from tui_lora.runs.folder import RunFolder
 
 
 def of_type(events, kind):

@@ -8,7 +8,7 @@ import tomllib
 from pathlib import Path
 
 from tui_lora.config import load_run_file
-from tui_lora.places import user_presets_dir
+from tui_lora.presets import user_presets_dir
 from tui_lora.tui.app import WizardApp
 from tui_lora.tui.screens.data import DataScreen
 from tui_lora.tui.screens.dialogs import ConfirmDialog, HelpDialog, SaveDialog
@@ -593,9 +593,9 @@ def test_a_failed_start_leads_back_to_the_review_with_the_reason(tmp_path):
 
 
 def test_a_bundled_preset_runs_as_it_is_and_a_changed_one_is_never_saved_over_it(tmp_path, monkeypatch):
-    from tui_lora.cli import bundled_presets
-    from tui_lora.launch import abort, wait_gone
-    from tui_lora.runs import RunFolder
+    from tui_lora.presets import bundled_presets
+    from tui_lora.runs.detach import abort, wait_gone
+    from tui_lora.runs.folder import RunFolder
 
     monkeypatch.chdir(tmp_path)  # the demo's run folder is the relative runs/demo
 

@@ -12,7 +12,7 @@ import pytest
 
 from tui_lora.cli import main
 from conftest import run_cli
-from tui_lora.places import user_presets_dir
+from tui_lora.presets import user_presets_dir
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "transformers", "peft", "datasets", "bitsandbytes", "accelerate", "huggingface_hub")

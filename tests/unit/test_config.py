@@ -21,10 +21,9 @@ from tui_lora.cli import main
 from tui_lora.config import ConfigError, config_from_dict, load_run_file, save_run_file, to_toml
 from tui_lora.config import rules
 from tui_lora.config.load import parse_override
+from tui_lora.config.schema import FORMATS, TRAIN_ON
 from tui_lora.config.schema import SECTIONS, RunConfig, section_fields
 from tui_lora.config.write import write_atomic
-from tui_lora.data.encode import TRAIN_ON
-from tui_lora.data.formats import FORMATS
 from tui_lora.errors import UserError
 
 BAD_FILES = sorted((Path(__file__).parent / "bad_run_files").glob("*.toml"))

@@ -6,7 +6,7 @@ import tomllib
 
 import pytest
 
-from tui_lora.cli import bundled_presets
+from tui_lora.presets import bundled_presets
 from tui_lora.config import config_from_dict, load_run_file
 from tui_lora.config.load import build_config
 from tui_lora.tui.draft import Draft, parse_text, value_text
@@ -100,7 +100,7 @@ def test_a_valid_draft_saves_the_full_resolved_run_file():
 def test_a_run_file_without_a_folder_gets_a_new_one_and_one_that_names_it_keeps_it(tmp_path, monkeypatch):
     import datetime
 
-    from tui_lora.runs import fresh_run_folder
+    from tui_lora.runs.folder import fresh_run_folder
 
     monkeypatch.chdir(tmp_path)
     day = datetime.date.today().isoformat()

@@ -11,7 +11,7 @@ import pytest
 
 from tui_lora.cli import main
 from tui_lora.config import ConfigError, config_from_dict
-from tui_lora.accelerate_launch import needs_launcher
+from tui_lora.runs.launcher import needs_launcher
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,4 +1,4 @@
-"""Where the user's own files live: preset folder and names, the recent-runs list, paths shown with ~."""
+"""Where the user's own files live: the XDG folders (the presets folder among them), the recent-runs list, paths shown with ~."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tui_lora import places
+from tui_lora import places, presets
 from tui_lora.errors import UserError
 
 
@@ -29,9 +29,9 @@ def make_run(path):
 
 
 def test_folders_follow_the_xdg_variables_and_are_not_made_in_advance(home):
-    assert places.user_presets_dir() == home / "config" / "tui-lora" / "presets"
+    assert presets.user_presets_dir() == home / "config" / "tui-lora" / "presets"
     assert places.recent_runs_file() == home / "state" / "tui-lora" / "recent-runs.json"
-    assert places.user_presets() == {}
+    assert presets.user_presets() == {}
     assert places.recent_runs() == []
     assert not (home / "config").exists() and not (home / "state").exists()
 
@@ -40,14 +40,14 @@ def test_folders_follow_the_xdg_variables_and_are_not_made_in_advance(home):
 def test_an_empty_or_relative_xdg_variable_is_ignored(home, monkeypatch, value):
     monkeypatch.setenv("XDG_CONFIG_HOME", value)
     monkeypatch.setenv("XDG_STATE_HOME", value)
-    assert places.user_presets_dir() == home / "home" / ".config" / "tui-lora" / "presets"
+    assert presets.user_presets_dir() == home / "home" / ".config" / "tui-lora" / "presets"
     assert places.recent_runs_file() == home / "home" / ".local" / "state" / "tui-lora" / "recent-runs.json"
 
 
 def test_unset_xdg_variables_mean_the_home_defaults(home, monkeypatch):
     monkeypatch.delenv("XDG_CONFIG_HOME")
     monkeypatch.delenv("XDG_STATE_HOME")
-    assert places.user_presets_dir() == home / "home" / ".config" / "tui-lora" / "presets"
+    assert presets.user_presets_dir() == home / "home" / ".config" / "tui-lora" / "presets"
     assert places.recent_runs_file() == home / "home" / ".local" / "state" / "tui-lora" / "recent-runs.json"
 
 
@@ -63,30 +63,30 @@ def test_display_path_writes_home_as_tilde(home):
 
 
 def test_user_presets_are_the_toml_files_there_sorted_by_name(home):
-    folder = places.user_presets_dir()
+    folder = presets.user_presets_dir()
     folder.mkdir(parents=True)
     for name in ("zeta.toml", "alpha.toml", "notes.txt", ".hidden.toml"):
         (folder / name).write_text("")
     (folder / "folder.toml").mkdir()
-    assert places.user_presets() == {"alpha": folder / "alpha.toml", "zeta": folder / "zeta.toml"}
-    assert list(places.user_presets()) == ["alpha", "zeta"]
+    assert presets.user_presets() == {"alpha": folder / "alpha.toml", "zeta": folder / "zeta.toml"}
+    assert list(presets.user_presets()) == ["alpha", "zeta"]
 
 
 @pytest.mark.parametrize("name", ["mine", "mine.toml", "Qwen2.5-7b_v2", "a.b"])
 def test_preset_path_for_good_names(home, name):
     stem = name.removesuffix(".toml")
-    assert places.preset_path(name) == places.user_presets_dir() / f"{stem}.toml"
+    assert presets.preset_path(name) == presets.user_presets_dir() / f"{stem}.toml"
 
 
 @pytest.mark.parametrize("name", ["", ".toml", "a/b", "../evil", "a\\b", ".hidden", "..", "my run", "naïve",
                                   "x;y", "tab\there"])
 def test_preset_path_refuses_bad_names_in_one_line(home, name):
     with pytest.raises(UserError) as caught:
-        places.preset_path(name)
+        presets.preset_path(name)
     message = str(caught.value)
     assert "\n" not in message
     assert "letters, digits, '.', '_' and '-'" in message
-    assert not places.user_presets_dir().exists()
+    assert not presets.user_presets_dir().exists()
 
 
 # ---------------------------------------------------------------- recent runs

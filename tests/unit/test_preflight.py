@@ -10,6 +10,7 @@ from transformers import AutoConfig, GPT2Config
 
 from tui_lora.assets import builtin_path
 from tui_lora.config import config_from_dict
+from tui_lora import models
 from tui_lora.engine import preflight
 from tui_lora.errors import UserError
 
@@ -20,12 +21,12 @@ def config_with(tmp_path, **sections):
 
 def test_max_length_past_the_models_context_is_refused(tmp_path):
     model_config = AutoConfig.from_pretrained(builtin_path("builtin:tiny-chat"))
-    preflight.check_context(config_with(tmp_path, tokenizer={"max_length": 2048}), model_config)
+    models.check_context(config_with(tmp_path, tokenizer={"max_length": 2048}), model_config)
     with pytest.raises(UserError, match=r"tokenizer.max_length: 4096 is longer than the model's context "
                                         r"\(max_position_embeddings = 2048"):
-        preflight.check_context(config_with(tmp_path, tokenizer={"max_length": 4096}), model_config)
+        models.check_context(config_with(tmp_path, tokenizer={"max_length": 4096}), model_config)
     # GPT-2 style configs name it n_positions
-    assert preflight.model_context(GPT2Config(n_positions=512)) == ("n_positions", 512)
+    assert models.model_context(GPT2Config(n_positions=512)) == ("n_positions", 512)
 
 
 def test_max_length_past_the_context_through_the_cli_is_one_line_before_loading(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tui_lora.events import EventTail
+from tui_lora.runs.events import EventTail
 from tui_lora.tui.run_model import PLOT_POINTS, RunProgress
 from tui_lora.tui.widgets.loss_plot import draw
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tui_lora.run_status import RunStatus, progress_text, read_status, status_to_dict
+from tui_lora.runs.status import RunStatus, progress_text, read_status, status_to_dict
 
 
 def status(t, state, message="", **fields):

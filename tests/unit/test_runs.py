@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from tui_lora.errors import UserError
-from tui_lora.runs import RunFolder
+from tui_lora.runs.folder import RunFolder
 
 
 def test_lock_holds_the_pid_and_keeps_a_second_process_out(tmp_path):
@@ -17,7 +17,7 @@ def test_lock_holds_the_pid_and_keeps_a_second_process_out(tmp_path):
     try:
         assert folder.lock_file.read_text() == str(__import__("os").getpid())
         other = subprocess.run(
-            [sys.executable, "-c", "from tui_lora.runs import RunFolder; import sys; "
+            [sys.executable, "-c", "from tui_lora.runs.folder import RunFolder; import sys; "
                                    f"RunFolder({str(folder.path)!r}).acquire()"],
             capture_output=True, text=True)
         assert other.returncode != 0 and "is in use by a running training process" in other.stderr

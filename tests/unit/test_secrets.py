@@ -10,7 +10,7 @@ import tomli_w
 from tui_lora.cli import main
 from tui_lora.config import ConfigError, config_from_dict
 from tui_lora.config.schema import SECTIONS, section_fields
-from tui_lora.events import EventLog, read_events
+from tui_lora.runs.events import EventLog, read_events
 from tui_lora.secret_guard import is_secret_key, redact, strip_secrets
 from tui_lora.tui.draft import Draft
 

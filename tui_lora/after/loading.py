@@ -60,7 +60,7 @@ def find_adapter(where: str, overrides: list[str] = ()) -> TrainedAdapter:
 
 
 def _no_adapter_yet(where: str, path: Path) -> str:
-    from tui_lora.runs import RunFolder
+    from tui_lora.runs.folder import RunFolder
 
     latest = RunFolder(path).latest_checkpoint()
     if latest is None:
@@ -135,16 +135,16 @@ def check_device_map(config: RunConfig) -> None:
 def load_tokenizer(trained: TrainedAdapter, config: RunConfig):
     """The tokenizer and chat template saved beside the adapter (what training used), else the base model's."""
     from tui_lora.data.encode import DEFAULT_CHAT_TEMPLATE
-    from tui_lora.engine import model as models
+    from tui_lora.models import load_tokenizer as base_model_tokenizer, loading
 
     if trained.has_tokenizer:
         from transformers import AutoTokenizer
 
-        with models.loading("adapter", str(trained.adapter)):
+        with loading("adapter", str(trained.adapter)):
             tokenizer = AutoTokenizer.from_pretrained(str(trained.adapter),
                                                       trust_remote_code=config.model.trust_remote_code)
     else:
-        tokenizer = models.load_tokenizer(config)
+        tokenizer = base_model_tokenizer(config)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if not tokenizer.chat_template:
@@ -158,14 +158,15 @@ def load_base_model(config: RunConfig, quantized: bool = True, dtype: str | None
     from transformers import AutoModelForCausalLM
 
     from tui_lora.engine import model as models
+    from tui_lora.models import loading, model_source
 
     kwargs = models.base_model_kwargs(config)
     if not quantized:
         kwargs.pop("quantization_config", None)
     if dtype is not None:
         kwargs["dtype"] = models.TORCH_DTYPES.get(dtype, "auto")
-    with models.loading("model.name_or_path", config.model.name_or_path):
-        model = AutoModelForCausalLM.from_pretrained(models.model_source(config.model.name_or_path), **kwargs)
+    with loading("model.name_or_path", config.model.name_or_path):
+        model = AutoModelForCausalLM.from_pretrained(model_source(config.model.name_or_path), **kwargs)
     return model
 
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from tui_lora.data.encode import TRAIN_ON  # standard library only, like formats.py
-from tui_lora.data.formats import FORMATS
+# The choice lists live here, at the bottom of the package, and data/ reads them: data/formats.py has a
+# parser for each format and data/encode.py a mask for each train_on.
+FORMATS = ("belle", "messages", "sharegpt", "alpaca")
+TRAIN_ON = ("assistant", "last", "all")
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 

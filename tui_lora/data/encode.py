@@ -94,9 +94,8 @@ import os
 import re
 from dataclasses import dataclass
 
+from tui_lora.config.schema import TRAIN_ON
 from tui_lora.data.formats import ASSISTANT, SYSTEM, USER, BadRecord
-
-TRAIN_ON = ("assistant", "last", "all")
 
 # Used for tokenizers that ship no chat template: plain ChatML, no default
 # system prompt.  If "<|im_start|>"/"<|im_end|>" are not tokens of the

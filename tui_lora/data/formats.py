@@ -56,7 +56,7 @@ Rules shared by every format (applied after parsing, in this order):
 5. What remains must hold at least one assistant reply, else BadRecord.
 
 So every conversation returned is ``[system?] user assistant (user assistant)*``
-with non-empty contents.  Only the standard library is used here.
+with non-empty contents.  Only the standard library (and the schema's list of formats) is used here.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ from __future__ import annotations
 import itertools
 import re
 
-FORMATS = ("belle", "messages", "sharegpt", "alpaca")
+from tui_lora.config.schema import FORMATS
 
 SYSTEM, USER, ASSISTANT = "system", "user", "assistant"
 

@@ -117,8 +117,8 @@ def quiet_datasets() -> None:
 
 def show_data(config: RunConfig, count: int | None = None, as_jsonl: bool = False, console: Console | None = None):
     """The `tui-lora data` view: the first examples in file order, then the whole data set's summary."""
-    from tui_lora.engine.model import load_model_config, load_tokenizer
-    from tui_lora.engine.preflight import check_vocabulary
+    from tui_lora.models import load_model_config, load_tokenizer
+    from tui_lora.models import check_vocabulary
     from tui_lora.hub import resolve_sources
 
     quiet_datasets()

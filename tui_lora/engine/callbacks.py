@@ -14,8 +14,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from tui_lora.events import EventLog, read_events
-from tui_lora.runs import RunFolder
+from tui_lora.runs.events import EventLog, read_events
+from tui_lora.runs.folder import RunFolder
 
 
 class EventsCallback(TrainerCallback):

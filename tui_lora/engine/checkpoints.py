@@ -23,7 +23,7 @@ from transformers import Trainer
 from transformers.trainer_utils import rotate_checkpoints
 
 from tui_lora.file_modes import share_weights_like_other_files
-from tui_lora.runs import RunFolder
+from tui_lora.runs.folder import RunFolder
 
 STAGING = ".partial"
 

@@ -8,15 +8,12 @@ path from a TOML key to the keyword that receives it is one line to read.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import torch
 
-from tui_lora.assets import builtin_path, is_builtin
 from tui_lora.config.schema import RunConfig, mixed_precision
-from tui_lora.errors import UserError, first_line
+from tui_lora.errors import UserError
+from tui_lora.models import loading, model_source
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -50,50 +47,6 @@ def device_map_problem(device_map: str) -> str | None:
     return None
 
 
-def model_source(ref: str) -> str:
-    """What from_pretrained gets: builtin assets become their folder; hub ids pass through."""
-    if is_builtin(ref):
-        return str(builtin_path(ref))
-    from tui_lora.config.rules import looks_local
-
-    # looks_local, not Path.exists: a name the file system refuses (too long, a NUL) must not raise here
-    return str(Path(ref).expanduser()) if looks_local(ref) else ref
-
-
-@contextmanager
-def loading(key: str, ref: str) -> Iterator[None]:
-    """Turn from_pretrained's failures that the user can fix into one line naming the run-file key."""
-    try:
-        yield
-    except ValueError as exc:
-        if type(exc).__name__ == "HFValidationError":  # huggingface_hub refused it as a repo id
-            raise UserError(f"{key}: {ref!r} is neither a local path nor a hub id: {first_line(exc)}") from None
-        if "trust_remote_code" not in str(exc):
-            raise
-        raise UserError(f"{key}: {ref!r} needs its own Python code (the .py files in its repository) to load, and "
-                        "model.trust_remote_code is off, so nothing was run; turning it on (model.trust_remote_code = "
-                        "true) runs that code on this machine with your permissions, so do it only for a repository "
-                        "whose authors you trust, after reading its .py files") from None
-    except OSError as exc:
-        raise UserError(f"{key}: cannot load {ref!r}: {first_line(exc)}") from None
-
-
-def load_tokenizer(config: RunConfig):
-    from transformers import AutoTokenizer
-
-    key = "tokenizer.name_or_path" if config.tokenizer.name_or_path else "model.name_or_path"
-    ref = config.tokenizer.name_or_path or config.model.name_or_path
-    # model.revision names a commit of the model's repository, not of a separate tokenizer's
-    revision = "main" if config.tokenizer.name_or_path else config.model.revision
-    with loading(key, ref):
-        tokenizer = AutoTokenizer.from_pretrained(model_source(ref), revision=revision,
-                                                  trust_remote_code=config.model.trust_remote_code)
-    if tokenizer.pad_token is None:
-        # Padding positions carry label -100 and attention 0, so reusing eos as pad trains nothing wrong.
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
 def quantization_config(config: RunConfig):
     """BitsAndBytesConfig for QLoRA, or None for a plain LoRA run."""
     q = config.quantization
@@ -110,15 +63,6 @@ def quantization_config(config: RunConfig):
         bnb_4bit_use_double_quant=q.double_quant,
         bnb_4bit_compute_dtype=TORCH_DTYPES.get(compute, torch.float32),
     )
-
-
-def load_model_config(config: RunConfig):
-    from transformers import AutoConfig
-
-    ref = config.model.name_or_path
-    with loading("model.name_or_path", ref):
-        return AutoConfig.from_pretrained(model_source(ref), revision=config.model.revision,
-                                          trust_remote_code=config.model.trust_remote_code)
 
 
 def module_names(model_config, trust_remote_code: bool) -> tuple[set[str], set[str]]:

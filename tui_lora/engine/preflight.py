@@ -1,10 +1,10 @@
-"""Checks that need the model's configuration or the loaded adapter, made before the first step.
+"""Checks made before the first step that need more of the run than the run file.
 
-Run-file mistakes are found by config/rules.py before anything loads, and the machine's abilities
-(CUDA, bf16) by engine/model.check_hardware. What is left needs a little more of the run: the model's
-context length (its config), whether bitsandbytes is there for quantisation, and how big a checkpoint
-will be (the trainable parameters, so after LoRA is applied). Each would otherwise show up as a
-stack trace at step 0, or as a full disk hours in.
+Run-file mistakes are found by config/rules.py before anything loads, the machine's abilities
+(CUDA, bf16) by engine/model.check_hardware, and what the model's config allows (context length,
+embedding rows) by models.py. What is left: whether bitsandbytes is there for quantisation, and how
+big a checkpoint will be (the trainable parameters, so after LoRA is applied) against the free disk.
+Each would otherwise show up as a stack trace at step 0, or as a full disk hours in.
 """
 
 from __future__ import annotations
@@ -16,58 +16,6 @@ from pathlib import Path
 
 from tui_lora.config.schema import RunConfig
 from tui_lora.errors import UserError
-
-# Where model configs keep their longest sequence, in the order transformers' own models use them.
-CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
-
-
-def model_context(model_config) -> tuple[str, int] | None:
-    """(attribute, tokens): the longest sequence the model's positions cover, when its config says."""
-    for config in (model_config, getattr(model_config, "text_config", None)):
-        # by the name the config file uses (GPT-2's n_positions is also readable as max_position_embeddings)
-        stored = config.to_dict() if hasattr(config, "to_dict") else {}
-        for key in CONTEXT_KEYS:
-            value = stored.get(key)
-            if isinstance(value, int) and value > 0:
-                return key, value
-    return None
-
-
-def check_context(config: RunConfig, model_config) -> None:
-    found = model_context(model_config)
-    if found and config.tokenizer.max_length > found[1]:
-        key, context = found
-        raise UserError(f"tokenizer.max_length: {config.tokenizer.max_length} is longer than the model's context "
-                        f"({key} = {context} in its config); use at most {context}")
-
-
-def embedding_rows(model_config) -> int | None:
-    """The rows of the model's input embedding, as its config says (vocab_size; the text model's for a
-    multimodal config). Resizing the embeddings updates it, so it is what the loaded weights hold."""
-    for candidate in (model_config, getattr(model_config, "text_config", None)):
-        rows = getattr(candidate, "vocab_size", None)
-        if isinstance(rows, int) and rows > 0:
-            return rows
-    return None
-
-
-def check_vocabulary(config: RunConfig, model_config, tokenizer) -> None:
-    """Every id the tokenizer can give must have an embedding row, or the first step dies with an IndexError.
-
-    More rows than tokens is normal (Qwen pads its embedding to a multiple of 128); fewer is a tokenizer of
-    another model, or one with tokens added and no embeddings resized for them.
-    """
-    rows = embedding_rows(model_config)
-    ids = tokenizer.get_vocab().values()
-    largest = max(ids, default=-1)
-    if rows is None or largest < rows:
-        return
-    key = "tokenizer.name_or_path" if config.tokenizer.name_or_path else "model.name_or_path"
-    raise UserError(f"{key}: the tokenizer gives ids up to {largest} but the model has {rows} embedding rows "
-                    f"(vocab_size in its config), so training would stop at the first such token; use the model's "
-                    "own tokenizer, or, for tokens added on purpose, a model whose embeddings were resized to "
-                    f"{largest + 1} rows, trained with lora.modules_to_save = [\"embed_tokens\", \"lm_head\"]")
-
 
 def check_quantization_backend(config: RunConfig) -> None:
     q = config.quantization

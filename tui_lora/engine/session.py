@@ -13,9 +13,9 @@ import traceback
 from tui_lora.config import save_run_file
 from tui_lora.config.schema import RunConfig
 from tui_lora.errors import RunFailed, UserError, first_line
-from tui_lora.events import EventLog, Listener
+from tui_lora.runs.events import EventLog, Listener
 from tui_lora.hub import apply_hub_environment
-from tui_lora.runs import RunFolder
+from tui_lora.runs.folder import RunFolder
 from tui_lora.secret_guard import redact
 
 

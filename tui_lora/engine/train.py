@@ -14,9 +14,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from tui_lora.config.schema import RunConfig, mixed_precision
-from tui_lora.errors import UserError
-from tui_lora.events import EventLog
-from tui_lora.runs import RunFolder
+from tui_lora.runs.events import EventLog
+from tui_lora.runs.folder import RunFolder
 
 log = logging.getLogger("tui_lora")
 
@@ -111,6 +110,7 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, stop, r
     from tui_lora.engine.checkpoints import RunTrainer
     from tui_lora.engine.callbacks import DivergenceCheck, EventsCallback, GracefulStop, injected_fault
     from tui_lora.hub import resolve_sources
+    from tui_lora.models import check_context, check_vocabulary, load_model_config, load_tokenizer
 
     os.environ["TENSORBOARD_LOGGING_DIR"] = config.training.logging_dir or str(folder.tensorboard)
 
@@ -126,12 +126,12 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, stop, r
     with setup.main_process_first(desc="fetching the model and data"):
         config = resolve_sources(config, events.emit)  # hub ids -> local folders, downloading what is missing
     events.status("loading", f"reading the configuration of {config.model.name_or_path}")
-    model_config = models.load_model_config(config)
+    model_config = load_model_config(config)
     models.check_target_modules(config, *models.module_names(model_config, config.model.trust_remote_code))
-    preflight.check_context(config, model_config)
+    check_context(config, model_config)
 
-    tokenizer = models.load_tokenizer(config)
-    preflight.check_vocabulary(config, model_config, tokenizer)
+    tokenizer = load_tokenizer(config)
+    check_vocabulary(config, model_config, tokenizer)
     events.status("preparing_data", f"reading {config.data.path}")
     with setup.main_process_first(desc="preparing the data"):
         train_set, eval_set, report = prepare_datasets(config, tokenizer)
@@ -204,7 +204,7 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, stop, r
 
 def tokenizer_files(config: RunConfig) -> list[Path]:
     """The tokenizer's files, which every checkpoint and the adapter carry a copy of."""
-    from tui_lora.engine.model import model_source
+    from tui_lora.models import model_source
 
     folder = Path(model_source(config.tokenizer.name_or_path or config.model.name_or_path))
     patterns = ("tokenizer*", "vocab*", "merges.txt", "*.model", "special_tokens_map.json", "chat_template*")

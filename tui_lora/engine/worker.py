@@ -7,7 +7,7 @@ events.jsonl, train.log, checkpoints and the adapter are its. The others train b
 nothing to the run folder: a failure of theirs is printed to stderr and, under the launcher, left as
 a small JSON file in $TUI_LORA_WORKER_ERRORS for the launcher to report.
 
-Started by `tui-lora run` (tui_lora/accelerate_launch.py), rank 0 finds the run folder checked and
+Started by `tui-lora run` (tui_lora/runs/launcher.py), rank 0 finds the run folder checked and
 locked by the launcher, and --resume names the very checkpoint the launcher checked. Started directly
 (the command `tui-lora run --print-command` prints, submitted to a scheduler), rank 0 checks and locks
 the folder itself and prints plain progress lines.
@@ -76,13 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     end_with_parent()
     from tui_lora.config import load_run_file
     from tui_lora.engine.session import Interrupted, execute, execute_replica
-    from tui_lora.runs import RunFolder, open_run_folder, resolve_paths
+    from tui_lora.runs.folder import RunFolder, open_run_folder, resolve_paths
 
     try:
         config = resolve_paths(load_run_file(args.run_file, args.set))
         launched = bool(os.environ.get(LAUNCHER_ENV))
         if rank == 0 and not launched:
-            from tui_lora.headless import PlainDisplay
+            from tui_lora.runs.display import PlainDisplay
 
             folder, checkpoint = open_run_folder(config, args.resume)
             try:

@@ -50,7 +50,7 @@ class ProbeAnswered(Message):
 
 
 def bundled(path: Path) -> bool:
-    from tui_lora.cli import bundled_presets
+    from tui_lora.presets import bundled_presets
 
     return path.resolve() in {found.resolve() for found in bundled_presets().values()}
 
@@ -220,7 +220,7 @@ class WizardApp(App):
             # From now on the draft is that file (no secrets in it, every key it holds): the next save
             # changes only what changes after this one.
             self.draft = Draft.from_file(path)
-            from tui_lora.places import user_presets_dir
+            from tui_lora.presets import user_presets_dir
 
             preset = path.parent.resolve() == user_presets_dir().resolve()
             self.notify(f"saved {path}", title="Preset saved" if preset else "Saved")
@@ -265,7 +265,7 @@ class WizardApp(App):
 
     @work(thread=True, group="launch", exclusive=True)
     def _launch(self, preset: Path, resume: str | None = None) -> None:
-        from tui_lora.launch import start_detached
+        from tui_lora.runs.detach import start_detached
 
         try:
             started = start_detached(preset, resume=resume)

@@ -144,7 +144,7 @@ class Draft:
         if not self.names(OUTPUT_DIR) and isinstance(raw.get("training", {}), dict):
             # A run file that does not name its folder gets a new one of its own (model, date, counter), never
             # the shared default where the next run would collide with this one; naming one keeps it.
-            from tui_lora.runs import fresh_run_folder
+            from tui_lora.runs.folder import fresh_run_folder
 
             model = (raw.get("model") or {}).get("name_or_path", "") if isinstance(raw.get("model"), dict) else ""
             raw = {**raw, "training": {**raw.get("training", {}),
@@ -187,8 +187,8 @@ class Draft:
     def folder_issues(self) -> list[ConfigIssue]:
         """What `tui-lora run` refuses about the folder of a new run (runs.open_run_folder and the lock it
         takes), asked of the same RunFolder it asks, so the review finds it before Start does."""
-        from tui_lora.runs import RunFolder
-        from tui_lora.run_status import read_status
+        from tui_lora.runs.folder import RunFolder
+        from tui_lora.runs.status import read_status
 
         where = str(self.check.config.training.output_dir)
         if not where.strip():
@@ -207,7 +207,7 @@ class Draft:
     def free_folder(self) -> str:
         """The folder offered when the chosen one is taken: the same name counted on (runs/demo-2), or a fresh
         model-and-date name when the file never chose one or kept the schema's placeholder."""
-        from tui_lora.runs import fresh_run_folder
+        from tui_lora.runs.folder import fresh_run_folder
 
         chosen = str(self.get(OUTPUT_DIR))
         placeholder = getattr(RunConfig().training, "output_dir")

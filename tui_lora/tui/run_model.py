@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from tui_lora.events import Event
+from tui_lora.runs.events import Event
 
 FINAL_STATES = ("finished", "failed", "interrupted", "aborted")
 PLOT_POINTS = 2000  # older points are thinned out: a plot is a few hundred cells wide anyway
@@ -19,7 +19,7 @@ PLOT_POINTS = 2000  # older points are thinned out: a plot is a few hundred cell
 def kept_checkpoints(folder) -> list[int]:
     """Steps of the checkpoints still in the run folder, oldest first. The events say when each was saved;
     only the folder says which ones save_total_limit (or a person) has deleted since."""
-    from tui_lora.runs import RunFolder
+    from tui_lora.runs.folder import RunFolder
 
     return RunFolder(folder).checkpoint_steps()
 

@@ -123,7 +123,8 @@ class SaveDialog(ModalScreen[Path | None]):
         self.current = current.expanduser().absolute() if current is not None else None  # as save_target gives it
 
     def compose(self) -> ComposeResult:
-        from tui_lora.places import display_path, user_presets_dir
+        from tui_lora.places import display_path
+        from tui_lora.presets import user_presets_dir
 
         with Vertical(id="dialog"):
             yield Static("[b]Save the run file as a preset or a file[/b]", classes="dialog-title")
@@ -140,7 +141,7 @@ class SaveDialog(ModalScreen[Path | None]):
                 yield Button("Cancel", id="cancel", compact=True)
 
     def _first_text(self) -> str:
-        from tui_lora.places import user_presets_dir
+        from tui_lora.presets import user_presets_dir
 
         if self.current is not None:
             if self.current.parent.resolve() == user_presets_dir().resolve():
@@ -159,7 +160,8 @@ class SaveDialog(ModalScreen[Path | None]):
         self._describe(event.value)
 
     def _describe(self, text: str) -> None:
-        from tui_lora.places import display_path, user_presets_dir
+        from tui_lora.places import display_path
+        from tui_lora.presets import user_presets_dir
 
         target = self.query_one("#save-target", Static)
         try:
@@ -228,7 +230,7 @@ class SaveDialog(ModalScreen[Path | None]):
 
 def save_target(text: str) -> Path:
     """Where the text typed in the save dialog points: a path (it has a / or starts with ~ or .) or a preset name."""
-    from tui_lora.places import preset_path
+    from tui_lora.presets import preset_path
 
     text = text.strip()
     if text.startswith(("~", ".")) or "/" in text or "\\" in text:
@@ -252,15 +254,15 @@ def path_text(path: Path) -> str:
 
 
 def _bundled_name(path: Path) -> str | None:
-    from tui_lora.cli import bundled_presets
+    from tui_lora.presets import bundled_presets
 
     return next((name for name, found in bundled_presets().items() if found.resolve() == path.resolve()), None)
 
 
 def _hides_bundled(path: Path) -> str | None:
     """The bundled preset a user preset at path would hide (the user's own wins a clash of names)."""
-    from tui_lora.cli import bundled_presets
-    from tui_lora.places import user_presets_dir
+    from tui_lora.presets import bundled_presets
+    from tui_lora.presets import user_presets_dir
 
     if path.parent.resolve() == user_presets_dir().resolve() and path.stem in bundled_presets():
         return path.stem
@@ -269,8 +271,8 @@ def _hides_bundled(path: Path) -> str | None:
 
 def free_preset_name(stem: str) -> str:
     """stem-2, stem-3 …: the first name neither a bundled preset nor one of the user's own has."""
-    from tui_lora.cli import bundled_presets
-    from tui_lora.places import user_presets
+    from tui_lora.presets import bundled_presets
+    from tui_lora.presets import user_presets
 
     taken = set(bundled_presets()) | set(user_presets())
     counter = 2

@@ -14,7 +14,7 @@ from textual.app import ComposeResult
 from textual.widgets import Button, OptionList, Static
 from textual.widgets.option_list import Option
 
-from tui_lora.accelerate_launch import needs_launcher
+from tui_lora.runs.launcher import needs_launcher
 from tui_lora.config.load import ConfigIssue
 from tui_lora.tui.draft import OUTPUT_DIR, issue_from_line, machine_issues
 from tui_lora.tui.screens.step import StepScreen

@@ -18,8 +18,8 @@ from textual.screen import Screen
 from rich.text import Text
 from textual.widgets import Button, Footer, ProgressBar, RichLog, Static
 
-from tui_lora.events import EventTail
-from tui_lora.headless import clock
+from tui_lora.runs.events import EventTail
+from tui_lora.runs.display import clock
 from tui_lora.tui.run_model import RunProgress, kept_checkpoints
 from tui_lora.tui.screens.chat import ChatScreen
 from tui_lora.tui.screens.dialogs import ConfirmDialog
@@ -128,7 +128,7 @@ class RunScreen(Screen[tuple[str, str]]):
         return f" ({clock(p.elapsed_total)} in all)" if p.session_first_step and p.elapsed_total else ""
 
     def _run_alive(self) -> bool:
-        from tui_lora.runs import RunFolder
+        from tui_lora.runs.folder import RunFolder
 
         return RunFolder(self.folder).owner() is not None
 
@@ -206,7 +206,7 @@ class RunScreen(Screen[tuple[str, str]]):
         def answered(choice: str | None) -> None:
             if choice != "abort":
                 return
-            from tui_lora.launch import abort
+            from tui_lora.runs.detach import abort
 
             pid = abort(self.folder)
             self._abort_sent = pid is not None

@@ -29,7 +29,7 @@ def _label(name: str, path: Path) -> str:
 
 def _run_label(folder: Path) -> str:
     from tui_lora.places import display_path
-    from tui_lora.run_status import progress_text, read_status
+    from tui_lora.runs.status import progress_text, read_status
 
     status = read_status(folder)
     return f"  {status.state:12} {progress_text(status):22} {display_path(folder)}"
@@ -58,8 +58,9 @@ def _description(path: Path) -> str:
 
 class StartScreen(Screen):
     def compose(self) -> ComposeResult:
-        from tui_lora.cli import bundled_presets
-        from tui_lora.places import display_path, recent_runs, user_presets, user_presets_dir
+        from tui_lora.presets import bundled_presets
+        from tui_lora.places import display_path, recent_runs
+        from tui_lora.presets import user_presets, user_presets_dir
 
         self.choices: dict[str, Path | None] = {"new": None}
         options: list[Option | None] = [Option("New run, from the defaults", id="new"), None,
@@ -94,7 +95,7 @@ class StartScreen(Screen):
         if path is None:
             text = START_HELP
         elif option_id.startswith("run:"):
-            from tui_lora.run_status import read_status
+            from tui_lora.runs.status import read_status
 
             status = read_status(path.parent)
             parts = ["Enter: watch it, resume it, or start a new run from its settings ·",
@@ -130,7 +131,7 @@ class StartScreen(Screen):
 
     def _run_chosen(self, folder: Path) -> None:
         """A recent run: watch it, resume it when it stopped early, or start a new run from its settings."""
-        from tui_lora.run_status import progress_text, read_status
+        from tui_lora.runs.status import progress_text, read_status
 
         status = read_status(folder)
         answers = [("watch", "Watch")]

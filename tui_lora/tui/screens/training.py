@@ -58,7 +58,7 @@ class TrainingScreen(StepScreen):
 
 def launch_line(config, preset_path) -> str:
     """How the run starts: in the tui-lora process, or the exact accelerate launch command."""
-    from tui_lora.accelerate_launch import needs_launcher, printable_command
+    from tui_lora.runs.launcher import needs_launcher, printable_command
 
     if not needs_launcher(config):
         return "Launch: one process, inside tui-lora run (launch.num_processes = 1)"

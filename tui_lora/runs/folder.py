@@ -1,7 +1,7 @@
 """Run folders: what a run leaves on disk, and the lock that keeps two runs out of one folder.
 
     run.toml        the resolved run file (every default filled in)
-    events.jsonl    the event log (tui_lora.events)
+    events.jsonl    the event log (tui_lora.runs.events)
     train.log       everything the training process logged
     console.log     what a detached run (tui-lora run --detach) printed: its stdout and stderr
     checkpoint-N/   Trainer checkpoints (adapter, optimizer, scheduler, RNG state)

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
-from tui_lora.events import Event
+from tui_lora.runs.events import Event
 
 
 def _number(value, fmt: str = ".4g") -> str:

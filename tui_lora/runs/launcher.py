@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tui_lora.errors import RunFailed, UserError
-from tui_lora.events import EventLog, EventTail
-from tui_lora.runs import RunFolder, open_run_folder
+from tui_lora.runs.events import EventLog, EventTail
+from tui_lora.runs.folder import RunFolder, open_run_folder
 
 # Kept equal to tui_lora.engine.worker's (importing that module here would be cheap, but it is the engine's)
 LAUNCHER_ENV = "TUI_LORA_LAUNCHER_PID"

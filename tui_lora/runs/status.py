@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tui_lora.runs import CHECKPOINT, RunFolder
+from tui_lora.runs.folder import CHECKPOINT, RunFolder
 
 FINAL_STATES = ("finished", "failed", "interrupted", "aborted")
 

@@ -3,7 +3,7 @@
 A detached run is `tui-lora run PRESET --plain` in a process of its own session: closing the
 terminal, the TUI or the SSH session sends it nothing, and nothing holds it in a pipe (its
 output goes to console.log in the run folder). Whoever wants to know how it goes reads the run
-folder (run_status, events.jsonl); stopping it is SIGTERM to the pid in the folder's lock,
+folder (runs/status.py, events.jsonl); stopping it is SIGTERM to the pid in the folder's lock,
 which saves a checkpoint first.
 
 Standard library only, like cli.py: the TUI calls this without loading the ML stack.
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tui_lora.errors import RunFailed, UserError
-from tui_lora.runs import RunFolder, _alive
+from tui_lora.runs.folder import RunFolder, _alive
 
 
 @dataclass(frozen=True)
@@ -39,9 +39,9 @@ def start_detached(preset: str | Path, overrides: list[str] = (), resume: str | 
     input, RunFailed otherwise). If it neither takes the folder nor exits within `wait` seconds,
     this returns anyway: it is still starting.
     """
-    from tui_lora.cli import resolve_preset
+    from tui_lora.presets import resolve_preset
     from tui_lora.config import load_run_file
-    from tui_lora.runs import open_run_folder, resolve_paths
+    from tui_lora.runs.folder import open_run_folder, resolve_paths
 
     path = resolve_preset(str(preset)).expanduser().absolute()
     overrides = list(overrides)
