@@ -34,9 +34,7 @@ def cmd_validate(args) -> int:
     config = load(args)
     lora = config.lora
     targets = lora.target_modules if isinstance(lora.target_modules, str) else ", ".join(lora.target_modules)
-    quant = ("4-bit" if config.quantization.load_in_4bit else "8-bit" if config.quantization.load_in_8bit
-             else "none")
-    print(f"{args.preset}: ok — model {config.model.name_or_path}, quantization {quant}, "
+    print(f"{args.preset}: ok — model {config.model.name_or_path}, quantization {config.quantization.mode}, "
           f"LoRA r={lora.r} alpha={lora.lora_alpha} on {targets}, data {config.data.path}, "
           f"run folder {config.training.output_dir}")
     return 0

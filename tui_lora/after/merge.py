@@ -94,7 +94,7 @@ def merge(where: str, out: str, overrides: list[str] = (), force: bool = False, 
     check_destination(destination, force, trained.adapter, trained.run_folder)
     config = prepare_sources(trained.config)
     chosen = merge_dtype(config, dtype)
-    quantised = config.quantization.load_in_4bit or config.quantization.load_in_8bit
+    quantised = config.quantization.mode != "none"
     if progress:
         again = " again without quantisation" if quantised else ""
         progress(f"loading {trained.config.model.name_or_path}{again} (dtype {chosen}) and the adapter …")

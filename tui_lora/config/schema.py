@@ -94,6 +94,12 @@ class QuantizationSettings:
         "auto", "Dtype of the 4-bit matmuls: auto follows model.dtype (float32 when that is auto).",
         choices=DTYPES)
 
+    @property
+    def mode(self) -> str:
+        """The one word every display uses: "4-bit", "8-bit" or "none" (the wizard's choice, the model event,
+        `validate`); 4-bit first, as the rules refuse both at once."""
+        return "4-bit" if self.load_in_4bit else "8-bit" if self.load_in_8bit else "none"
+
 
 @dataclass
 class LoraSettings:

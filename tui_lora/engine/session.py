@@ -13,7 +13,7 @@ import traceback
 from tui_lora.config import save_run_file
 from tui_lora.config.schema import RunConfig
 from tui_lora.errors import RunFailed, UserError, first_line
-from tui_lora.runs.events import EventLog, Listener
+from tui_lora.runs.events import EventLog, Listener, stopped_state
 from tui_lora.hub import apply_hub_environment
 from tui_lora.runs.folder import RunFolder
 from tui_lora.secret_guard import redact
@@ -46,7 +46,7 @@ class StopRequest:
 
     @property
     def state(self) -> str:
-        return "aborted" if self.signal == "SIGTERM" else "interrupted"
+        return stopped_state(self.signal or "SIGINT")
 
     def install(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -148,8 +148,7 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, stop, r
     model = models.apply_lora(model, config)
     trainable, total = models.count_parameters(model)
     events.emit("model", trainable_parameters=trainable, total_parameters=total,
-                quantization="8bit" if config.quantization.load_in_8bit else
-                "4bit" if config.quantization.load_in_4bit else "none")
+                quantization=config.quantization.mode)
     if setup.should_save:  # the disk that will hold the checkpoints, before the first hour is spent
         preflight.check_disk_space(folder.path, preflight.checkpoint_bytes(model, tokenizer_files(config)),
                                    preflight.planned_saves(config, report.train_examples, setup.world_size),

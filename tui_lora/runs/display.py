@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
-from tui_lora.runs.events import Event
+from tui_lora.runs.events import FINAL_STATES, Event
 
 
 def _number(value, fmt: str = ".4g") -> str:
@@ -193,7 +193,7 @@ class RichDisplay(PlainDisplay):
             self.progress.stats = describe_train(event) + self.clock
             self.progress.refresh()
             return
-        if kind == "status" and event.get("state") in ("saving", "finished", "failed", "interrupted", "aborted"):
+        if kind == "status" and event.get("state") in ("saving", *FINAL_STATES):
             self.close()
         super().__call__(event)
 

@@ -38,6 +38,19 @@ from tui_lora.secret_guard import redact_value
 Event = dict[str, Any]
 Listener = Callable[[Event], None]
 
+# The states a status event names, in the order a run goes through them. A run stopped by a signal saved a
+# checkpoint first: interrupted is Ctrl+C at its terminal, aborted is SIGTERM from elsewhere (the UI, kill).
+# "died" is no event: it is what runs/status.py calls a run whose process is gone before a final state.
+RUN_STATES = ("starting", "loading", "preparing_data", "training", "saving",
+              "finished", "failed", "interrupted", "aborted")
+STOPPED_STATES = ("interrupted", "aborted")
+FINAL_STATES = ("finished", "failed", *STOPPED_STATES)
+
+
+def stopped_state(signal_name: str) -> str:
+    """The state a run stopped by this signal ends in."""
+    return "aborted" if signal_name == "SIGTERM" else "interrupted"
+
 
 def _clean(value: Any) -> Any:
     # JSON has no NaN or infinity; a diverged loss must still be a valid line.

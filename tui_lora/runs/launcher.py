@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tui_lora.errors import RunFailed, UserError
-from tui_lora.runs.events import EventLog, EventTail
+from tui_lora.runs.events import STOPPED_STATES, EventLog, EventTail, stopped_state
 from tui_lora.runs.folder import RunFolder, open_run_folder
 
 # Kept equal to tui_lora.engine.worker's (importing that module here would be cheap, but it is the engine's)
@@ -211,10 +211,10 @@ def _show(events: list[dict], display) -> list[dict]:
 
 def _stopped(folder: RunFolder, last: dict, signal_name: str, out) -> int:
     state = last.get("state")
-    if state in ("interrupted", "aborted"):
+    if state in STOPPED_STATES:
         message = last.get("message", "")
     else:  # the main process ended before it could say so
-        state = "aborted" if signal_name == "SIGTERM" else "interrupted"
+        state = stopped_state(signal_name)
         latest = folder.latest_checkpoint()
         message = (f"stopped by {signal_name}; " + (f"--resume continues from {latest.name}" if latest
                                                     else "no checkpoint was saved"))

@@ -12,9 +12,9 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tui_lora.runs.events import FINAL_STATES, STOPPED_STATES
 from tui_lora.runs.folder import CHECKPOINT, RunFolder
 
-FINAL_STATES = ("finished", "failed", "interrupted", "aborted")
 
 
 @dataclass
@@ -148,7 +148,7 @@ def read_status(folder: str | Path) -> RunStatus:
     if training is not None:  # training has begun and no step has ended in this run yet, or a longer resumption
         status.max_steps = _int(training.get("max_steps")) or status.max_steps
         status.step = max(status.step, _int(training.get("resumed_from")) or 0)
-    if status.state in ("interrupted", "aborted") and _int(last.get("step")) is not None:
+    if status.state in STOPPED_STATES and _int(last.get("step")) is not None:
         status.step = _int(last.get("step"))
     train = latest["train"].event(resumed)
     status.loss = _number(train.get("loss")) if train else None
