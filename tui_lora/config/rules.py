@@ -7,10 +7,8 @@ not the minutes it takes to load a model.
 
 from __future__ import annotations
 
-import errno
 import importlib.util
 import json
-import os
 import re
 import sys
 from collections.abc import Iterator
@@ -19,6 +17,7 @@ from urllib.parse import urlsplit
 
 from tui_lora.assets import BUILTINS, builtin_path, is_builtin
 from tui_lora.config.load import ConfigIssue
+from tui_lora.config.paths import folder_problem, path_problem, quoted, readable_path_exists
 from tui_lora.config.schema import RunConfig
 
 DEVICE_MAP = re.compile(r"^(auto|balanced|balanced_low_0|sequential|cpu|mps|(cuda|xpu|npu)(:\d+)?)$")
@@ -38,85 +37,7 @@ REPORTER_MODULES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("w
 def looks_local(ref: str) -> bool:
     """A path the user means as a local file or folder (rather than a hub id). Never raises: a value too long
     or with a NUL byte in it is for path_problem to explain, not a traceback."""
-    return ref.startswith(("/", "./", "../", "~")) or ref.endswith(DATA_SUFFIXES) or _exists(ref)
-
-
-def _exists(ref: str) -> bool:
-    try:
-        return Path(ref).expanduser().exists()
-    except (OSError, ValueError):  # ENAMETOOLONG, EACCES, ELOOP …; ValueError: a NUL byte
-        return False
-
-
-def path_problem(ref: str) -> str | None:
-    """Why ref cannot be a path on this machine, in words, or None (a path that does not exist yet is fine
-    here; each field says whether it must exist). The operating system answers: one stat of the path."""
-    if "\0" in ref:
-        return f"{_short(ref)} contains a NUL character, which no file name can hold"
-    path = Path(ref).expanduser()
-    try:
-        path.stat()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        if exc.errno == errno.ENAMETOOLONG:
-            longest = max(path.parts, key=len)
-            return (f"{_short(ref)} is too long for a file name here ({len(longest.encode())} bytes in one part "
-                    f"of it, {len(ref.encode())} in all; this file system allows {_name_max(path)} per part)")
-        if exc.errno == errno.ENOTDIR:
-            blocker = next((str(parent) for parent in reversed(path.parents) if parent.is_file()), "a part of it")
-            return f"{_short(ref)} goes through {blocker}, which is a file, not a folder"
-        if exc.errno == errno.EACCES:
-            return f"{_short(ref)} cannot be reached: permission denied ({_denied_at(path)})"
-        if exc.errno == errno.ELOOP:
-            return f"{_short(ref)} is a loop of symbolic links"
-        return f"{_short(ref)} cannot be read: {exc.strerror or exc}"
-    return None
-
-
-def _short(ref: str) -> str:
-    """A value as a message quotes it: a 300-character name is shown by its start and its length."""
-    return repr(ref) if len(ref) <= 80 else f"{ref[:40]!r}… ({len(ref)} characters)"
-
-
-def _name_max(path: Path) -> int:
-    for folder in (*path.parents, Path(".")):
-        try:
-            return os.pathconf(folder, "PC_NAME_MAX")
-        except (OSError, ValueError):
-            continue
-    return 255
-
-
-def _denied_at(path: Path) -> str:
-    """The folder whose permissions stop the lookup: the deepest one that exists but cannot be searched."""
-    for parent in reversed(path.absolute().parents):
-        try:
-            parent.stat()
-        except OSError:
-            return f"{parent.parent} cannot be searched"
-        if not os.access(parent, os.X_OK):
-            return f"{parent} cannot be searched"
-    return f"{path.parent} cannot be searched"
-
-
-def folder_problem(ref: str) -> str | None:
-    """Why a folder the run creates (output_dir, logging_dir, cache_dir) cannot be made at ref, or None."""
-    problem = path_problem(ref)
-    if problem:
-        return problem
-    path = Path(ref).expanduser().absolute()
-    if path.exists():
-        return None if path.is_dir() else f"{_short(ref)} is a file; give a folder"
-    ancestor = next((p for p in path.parents if p.exists()), None)
-    if ancestor is not None and not os.access(ancestor, os.W_OK | os.X_OK):
-        try:
-            read_only = bool(os.statvfs(ancestor).f_flag & os.ST_RDONLY)
-        except OSError:
-            read_only = False
-        why = "it is on a read-only file system" if read_only else f"no permission to write in {ancestor}"
-        return f"{_short(ref)} cannot be created: {why}"
-    return None
+    return ref.startswith(("/", "./", "../", "~")) or ref.endswith(DATA_SUFFIXES) or readable_path_exists(ref)
 
 
 def _quantization(cfg: RunConfig) -> Iterator[ConfigIssue]:
@@ -229,11 +150,11 @@ def _locate(key: str, ref: str) -> tuple[Path | None, ConfigIssue | None]:
             return None, ConfigIssue(key, f"{ref!r} does not exist")
         return path, None
     if not HUB_ID.match(ref):
-        return None, ConfigIssue(key, f"{_short(ref)} is neither an existing path nor a hub id like org/name")
+        return None, ConfigIssue(key, f"{quoted(ref)} is neither an existing path nor a hub id like org/name")
     # huggingface_hub's own rule (utils.validate_repo_id), which would otherwise fail the run with a traceback
     # only when the download starts: a name of at most 96 characters, no "--" or "..", no ".git" at the end
     if any(len(part) > HUB_NAME_MAX for part in ref.split("/")):
-        return None, ConfigIssue(key, f"{_short(ref)} is not a hub id: a hub name has at most {HUB_NAME_MAX} "
+        return None, ConfigIssue(key, f"{quoted(ref)} is not a hub id: a hub name has at most {HUB_NAME_MAX} "
                                       "characters (and it is no local path either)")
     if "--" in ref or ".." in ref or ref.endswith(".git"):
         return None, ConfigIssue(key, f"{ref!r} is not a hub id: it cannot hold \"--\" or \"..\" or end in .git")
