@@ -76,6 +76,9 @@ def _evaluation(cfg: RunConfig) -> Iterator[ConfigIssue]:
     if d.streaming and d.validation_split > 0:
         yield ConfigIssue("data.validation_split",
                           "streamed data cannot be split by share; set it to 0 and eval_strategy = \"no\"")
+    if d.system_prompt_mode == "replace" and not d.system_prompt.strip():
+        yield ConfigIssue("data.system_prompt_mode",
+                          "is \"replace\" but data.system_prompt is empty; give the prompt, or use \"missing\"")
     if t.load_best_model_at_end:
         if not evaluating:
             yield ConfigIssue("training.load_best_model_at_end",

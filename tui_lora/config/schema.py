@@ -18,6 +18,7 @@ from typing import Any
 # parser for each format and data/encode.py a mask for each train_on.
 FORMATS = ("belle", "messages", "sharegpt", "alpaca")
 TRAIN_ON = ("assistant", "last", "all")
+SYSTEM_PROMPT_MODES = ("missing", "replace")
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -139,6 +140,13 @@ class DataSettings:
         choices=TRAIN_ON)
     max_bad_share: float = setting(
         0.1, "Stop before training when more than this share of records cannot be read.", min=0.0, max=1.0)
+    system_prompt: str = setting(
+        "", "A system prompt (a persona, house rules) given to every conversation that has none, rendered by the "
+            "model's own chat template; trained only with train_on = \"all\". Empty adds none.")
+    system_prompt_mode: str = setting(
+        "missing", "missing: add system_prompt only where a conversation has no system message of its own; "
+                   "replace: use it in every conversation, in place of the one it has.",
+        choices=SYSTEM_PROMPT_MODES)
 
 
 @dataclass

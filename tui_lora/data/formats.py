@@ -151,6 +151,17 @@ def to_messages(record: dict, fmt: str) -> list[dict]:
     return _normalize(turns, strict=(fmt == "messages"))
 
 
+def with_system_prompt(messages: list[dict], prompt: str, mode: str = "missing") -> list[dict]:
+    """The conversation with the run's system prompt (data.system_prompt): put first where it has no system
+    message; with mode "replace", in place of the one it has. An empty prompt changes nothing."""
+    if not prompt:
+        return messages
+    system = {"role": SYSTEM, "content": _unix_newlines(prompt)}
+    if messages and messages[0]["role"] == SYSTEM:
+        return [system, *messages[1:]] if mode == "replace" else messages
+    return [system, *messages]
+
+
 def _parse_messages(record: dict) -> list[dict]:
     raw = record.get("messages")
     if not isinstance(raw, list):

@@ -19,7 +19,7 @@ from typing import Any
 from tui_lora.assets import builtin_path, is_builtin
 from tui_lora.config.schema import RunConfig
 from tui_lora.data.encode import ConversationEncoder
-from tui_lora.data.formats import BadRecord, detect_format, to_messages
+from tui_lora.data.formats import ASSISTANT, USER, BadRecord, detect_format, to_messages, with_system_prompt
 from tui_lora.data.sources import UNREADABLE, load_records
 from tui_lora.errors import UserError
 
@@ -41,6 +41,7 @@ class DataReport:
     skip_reasons: dict[str, int] = field(default_factory=dict)  # reason with numbers blanked -> count
     used_default_template: bool = False
     reply_end: str = ""  # what each reply is trained to end with, in words (ConversationEncoder.reply_end_rule)
+    system_prompt: str = ""  # data.system_prompt and where it goes, in words; "" when there is none
 
 
 def _arrow_schema():
@@ -63,11 +64,15 @@ class _RecordEncoder:
     With ``arrow`` it returns a pyarrow Table (Dataset.map writes it as it is) instead of a dict of lists.
     """
 
-    def __init__(self, encoder: ConversationEncoder, fmt: str, label_pad_token_id: int, arrow: bool = False):
+    def __init__(self, encoder: ConversationEncoder, fmt: str, label_pad_token_id: int, arrow: bool = False,
+                 system_prompt: str = "", system_prompt_mode: str = "missing"):
         self.encoder = encoder
         self.fmt = fmt
         self.label_pad_token_id = label_pad_token_id
         self.arrow = arrow
+        # part of the map function's fingerprint, so another prompt is another cache entry
+        self.system_prompt = system_prompt
+        self.system_prompt_mode = system_prompt_mode
 
     def __call__(self, batch: dict[str, list], indices: list[int]):
         rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
@@ -79,7 +84,8 @@ class _RecordEncoder:
                 format_errors.append(unreadable)
                 continue
             try:
-                conversations.append(to_messages(row, self.fmt))
+                conversations.append(with_system_prompt(to_messages(row, self.fmt), self.system_prompt,
+                                                        self.system_prompt_mode))
                 format_errors.append("")
             except BadRecord as exc:
                 conversations.append(None)
@@ -135,12 +141,32 @@ def build_encoder(config: RunConfig, tokenizer) -> ConversationEncoder:
     """The run's ConversationEncoder; a tokenizer or template it cannot read is one line naming the key."""
     key = "tokenizer.name_or_path" if config.tokenizer.name_or_path else "model.name_or_path"
     try:
-        return ConversationEncoder(tokenizer, max_length=config.tokenizer.max_length,
-                                   truncation=config.tokenizer.truncation, train_on=config.data.train_on,
-                                   label_pad_token_id=config.collator.label_pad_token_id,
-                                   model_stop_ids=model_stop_ids(config))
+        encoder = ConversationEncoder(tokenizer, max_length=config.tokenizer.max_length,
+                                      truncation=config.tokenizer.truncation, train_on=config.data.train_on,
+                                      label_pad_token_id=config.collator.label_pad_token_id,
+                                      model_stop_ids=model_stop_ids(config))
     except ValueError as exc:
         raise UserError(f"{key}: {exc}") from None
+    if config.data.system_prompt:
+        check_system_prompt(encoder, config.data.system_prompt)
+    return encoder
+
+
+def check_system_prompt(encoder: ConversationEncoder, prompt: str) -> None:
+    """The model's template must take a system message and print it, or data.system_prompt would fail every
+    record (Gemma-2 raises "System role not supported") or vanish without a word (a template that ignores it)."""
+    probe = with_system_prompt([{"role": USER, "content": "Hello"}, {"role": ASSISTANT, "content": "Hi"}], prompt)
+    try:
+        text = encoder.render(probe)
+    except BadRecord as exc:
+        said = str(exc).split(": ", 1)[-1]  # the template's own words, without the encoder's preamble
+        raise UserError(f"data.system_prompt: the model's chat template takes no system message ({said}); leave "
+                        "data.system_prompt empty, or put the instructions in the first user message of each "
+                        "conversation") from None
+    if probe[0]["content"].strip() not in text:
+        raise UserError("data.system_prompt: the model's chat template leaves system messages out, so the prompt "
+                        "would never reach the model; leave data.system_prompt empty, or use a template that "
+                        "prints it (tokenizer.name_or_path)")
 
 
 def encode_records(config: RunConfig, tokenizer) -> tuple[Any, DataReport]:
@@ -156,17 +182,28 @@ def encode_records(config: RunConfig, tokenizer) -> tuple[Any, DataReport]:
                    else records.select(range(min(settings.max_samples, len(records)))))
     encoder = build_encoder(config, tokenizer)
     report = DataReport(format=fmt, used_default_template=encoder.used_default_template,
-                        reply_end=encoder.reply_end_rule())
+                        reply_end=encoder.reply_end_rule(), system_prompt=_system_prompt_rule(settings))
     pad = config.collator.label_pad_token_id
+    system = dict(system_prompt=settings.system_prompt, system_prompt_mode=settings.system_prompt_mode)
     map_args: dict[str, Any] = dict(batched=True, batch_size=settings.map_batch_size, with_indices=True,
                                     remove_columns=list(records.column_names or []))
     if settings.streaming:  # no length: nothing can be counted up front
-        encode = _RecordEncoder(encoder, fmt, pad)
+        encode = _RecordEncoder(encoder, fmt, pad, **system)
         return records.map(encode, **map_args).filter(lambda row: not row["error"]), report
-    examples = records.map(_RecordEncoder(encoder, fmt, pad, arrow=True),
+    examples = records.map(_RecordEncoder(encoder, fmt, pad, arrow=True, **system),
                            num_proc=settings.num_proc if settings.num_proc > 1 else None, desc="tokenising", **map_args)
     _count(examples, report, settings.max_bad_share)
     return examples.filter(lambda error: not error, input_columns="error"), report
+
+
+def _system_prompt_rule(settings) -> str:
+    if not settings.system_prompt:
+        return ""
+    shown = settings.system_prompt if len(settings.system_prompt) <= 60 else settings.system_prompt[:57] + "..."
+    where = ("in every conversation, replacing its own" if settings.system_prompt_mode == "replace"
+             else "in each conversation that has none")
+    trained = "trained, as train_on is \"all\"" if settings.train_on == "all" else "never trained"
+    return f"{shown!r} {where} ({trained})"
 
 
 def split_examples(examples, config: RunConfig, report: DataReport) -> tuple[Any, Any | None]:

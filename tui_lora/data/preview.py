@@ -68,6 +68,8 @@ def summary_table(report: DataReport, lengths: list[int], max_length: int) -> Ta
     table.add_row("trained tokens", f"{report.trained_tokens:,} of {report.train_tokens:,} ({share:.1%}, all examples)")
     if report.reply_end:
         table.add_row("replies end", report.reply_end)
+    if report.system_prompt:
+        table.add_row("system prompt", report.system_prompt)
     if report.used_default_template:
         table.add_row("template", "the tokenizer has none: tui-lora's default ChatML is used")
     histogram = length_histogram(lengths, max_length)
