@@ -130,6 +130,38 @@ def _data(cfg: RunConfig) -> Iterator[ConfigIssue]:
         yield ConfigIssue("data.path", "is required: a data file or folder, a hub data set id, or builtin:belle-sample")
         return
     yield from _data_source("data.path", ref)
+    yield from _column_mapping(cfg.data)
+
+
+def _column_mapping(d) -> Iterator[ConfigIssue]:
+    """A mapping is one layout or the other, complete, with each speaker value meaning one role."""
+    if d.messages_column and (d.prompt_column or d.reply_column):
+        yield ConfigIssue("data.messages_column", "and data.prompt_column / reply_column describe two layouts; "
+                                                  "give the one the records have")
+        return
+    if bool(d.prompt_column) != bool(d.reply_column):
+        given, lacking = (("prompt_column", "reply_column") if d.prompt_column else ("reply_column", "prompt_column"))
+        yield ConfigIssue(f"data.{lacking}", f"is needed with data.{given}: instruction records need a prompt "
+                                             "and a reply column")
+    if d.input_column and not d.prompt_column:
+        yield ConfigIssue("data.input_column", "only applies with data.prompt_column and data.reply_column")
+    mapped = bool(d.messages_column or d.prompt_column)
+    if d.system_column and not mapped:
+        yield ConfigIssue("data.system_column", "only applies with data.messages_column or data.prompt_column")
+    if mapped and d.format != "auto":
+        yield ConfigIssue("data.format", f"is {d.format!r} but the column mapping gives the layout; "
+                                         "leave format = \"auto\"")
+    if d.messages_column:
+        for key in ("user_roles", "assistant_roles"):
+            if not getattr(d, key):
+                yield ConfigIssue(f"data.{key}", "is empty; name the speaker values, such as [\"A\"]")
+        seen: dict[str, str] = {}
+        for key in ("user_roles", "assistant_roles", "system_roles"):
+            for value in getattr(d, key):
+                if value in seen and seen[value] != key:
+                    yield ConfigIssue(f"data.{key}", f"{value!r} is also in data.{seen[value]}; "
+                                                     "each speaker value means one role")
+                seen.setdefault(value, key)
 
 
 # ---------------------------------------------------------------- where models and data come from

@@ -140,6 +140,24 @@ class DataSettings:
         choices=TRAIN_ON)
     max_bad_share: float = setting(
         0.1, "Stop before training when more than this share of records cannot be read.", min=0.0, max=1.0)
+    messages_column: str = setting(
+        "", "For a layout auto-detection does not know: the column holding each conversation's list of turns "
+            "(such as \"conversation\" or \"dialog\"); role_key, content_key and the *_roles lists say how to "
+            "read each turn. Empty: detect the format.")
+    role_key: str = setting("role", "With messages_column: the key of each turn that names its speaker.")
+    content_key: str = setting("content", "With messages_column: the key of each turn that holds its text.")
+    user_roles: list[str] = setting(["user", "human"], "With messages_column: the speaker values that mean the "
+                                                        "user, such as [\"A\"].")
+    assistant_roles: list[str] = setting(["assistant", "gpt"], "With messages_column: the speaker values that "
+                                                                "mean the model's replies (trained), such as [\"B\"].")
+    system_roles: list[str] = setting(["system"], "With messages_column: the speaker values of a system message.")
+    prompt_column: str = setting(
+        "", "For instruction records in a layout of their own: the column holding the prompt (with reply_column; "
+            "input_column optional). Empty: detect the format.")
+    input_column: str = setting("", "With prompt_column: a column appended to the prompt when it is not empty.")
+    reply_column: str = setting("", "With prompt_column: the column holding the reply (trained).")
+    system_column: str = setting("", "With messages_column or prompt_column: a column holding each record's own "
+                                     "system message.")
     system_prompt: str = setting(
         "", "A system prompt (a persona, house rules) given to every conversation that has none, rendered by the "
             "model's own chat template; trained only with train_on = \"all\". Empty adds none.")

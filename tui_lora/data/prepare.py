@@ -20,6 +20,7 @@ from tui_lora.assets import builtin_path, is_builtin
 from tui_lora.config.schema import RunConfig
 from tui_lora.data.encode import ConversationEncoder
 from tui_lora.data.formats import ASSISTANT, USER, BadRecord, detect_format, to_messages, with_system_prompt
+from tui_lora.data.mapping import ColumnMapping
 from tui_lora.data.sources import UNREADABLE, load_records
 from tui_lora.errors import UserError
 
@@ -65,8 +66,9 @@ class _RecordEncoder:
     """
 
     def __init__(self, encoder: ConversationEncoder, fmt: str, label_pad_token_id: int, arrow: bool = False,
-                 system_prompt: str = "", system_prompt_mode: str = "missing"):
+                 system_prompt: str = "", system_prompt_mode: str = "missing", mapping: ColumnMapping | None = None):
         self.encoder = encoder
+        self.mapping = mapping  # fingerprinted too: another mapping is another cache entry
         self.fmt = fmt
         self.label_pad_token_id = label_pad_token_id
         self.arrow = arrow
@@ -84,7 +86,8 @@ class _RecordEncoder:
                 format_errors.append(unreadable)
                 continue
             try:
-                conversations.append(with_system_prompt(to_messages(row, self.fmt), self.system_prompt,
+                record = self.mapping.apply(row) if self.mapping else row
+                conversations.append(with_system_prompt(to_messages(record, self.fmt), self.system_prompt,
                                                         self.system_prompt_mode))
                 format_errors.append("")
             except BadRecord as exc:
@@ -121,6 +124,16 @@ def choose_format(records, requested: str) -> str:
         return detect_format(head)
     except BadRecord as exc:
         raise UserError(f"data.format: could not detect the format: {exc}") from None
+
+
+def _column_names(records) -> list[str]:
+    """The data's columns, from its schema or (a stream that has none) from its first records."""
+    if records.column_names:
+        return [name for name in records.column_names if name != UNREADABLE]
+    names: dict[str, None] = {}
+    for record in itertools.islice(records, 20):
+        names.update(dict.fromkeys(key for key in record if key != UNREADABLE))
+    return list(names)
 
 
 def model_stop_ids(config: RunConfig):
@@ -176,7 +189,12 @@ def encode_records(config: RunConfig, tokenizer) -> tuple[Any, DataReport]:
     """
     settings = config.data
     records = load_records(settings)
-    fmt = choose_format(records, settings.format)
+    mapping = ColumnMapping.from_settings(settings)
+    if mapping is not None:
+        problem = mapping.missing_column(_column_names(records))
+        if problem:
+            raise UserError(f"{problem} (data.path {settings.path})")
+    fmt = mapping.format if mapping is not None else choose_format(records, settings.format)
     if settings.max_samples:
         records = (records.take(settings.max_samples) if settings.streaming
                    else records.select(range(min(settings.max_samples, len(records)))))
@@ -184,7 +202,8 @@ def encode_records(config: RunConfig, tokenizer) -> tuple[Any, DataReport]:
     report = DataReport(format=fmt, used_default_template=encoder.used_default_template,
                         reply_end=encoder.reply_end_rule(), system_prompt=_system_prompt_rule(settings))
     pad = config.collator.label_pad_token_id
-    system = dict(system_prompt=settings.system_prompt, system_prompt_mode=settings.system_prompt_mode)
+    system = dict(system_prompt=settings.system_prompt, system_prompt_mode=settings.system_prompt_mode,
+                  mapping=mapping)
     map_args: dict[str, Any] = dict(batched=True, batch_size=settings.map_batch_size, with_indices=True,
                                     remove_columns=list(records.column_names or []))
     if settings.streaming:  # no length: nothing can be counted up front
