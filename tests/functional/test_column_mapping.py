@@ -19,11 +19,12 @@ DIALOG = [
     {"dialog": [{"speaker": "A", "text": "What is LoRA?"}, {"speaker": "B", "text": "A low-rank adapter."},
                 {"speaker": "A", "text": "Is it small?"}, {"speaker": "B", "text": "A few megabytes."}],
      "persona": "You are a patient tutor."},
-    {"dialog": [{"speaker": "A", "text": "你好"}, {"speaker": "B", "text": "你好！有什么可以帮你？"}], "persona": ""},
+    {"dialog": [{"speaker": "S", "text": "Be brief."}, {"speaker": "A", "text": "你好"},
+                {"speaker": "B", "text": "你好！有什么可以帮你？"}], "persona": ""},
     {"dialog": [{"speaker": "A", "text": "Hi"}, {"speaker": "C", "text": "Who am I?"}], "persona": ""},
 ]
 DIALOG_MAPPING = dict(messages_column="dialog", role_key="speaker", content_key="text", user_roles=["A"],
-                      assistant_roles=["B"], system_column="persona")
+                      assistant_roles=["B"], system_roles=["S"], system_column="persona")
 
 
 def write_jsonl(path, records) -> str:
@@ -66,8 +67,8 @@ def test_a_dialog_with_its_own_speakers_trains_exactly_the_replies(tmp_path):
     whole = tokenizer.decode(first[0])
     assert whole.startswith("<|im_start|>system\nYou are a patient tutor.<|im_end|>")  # the persona column
     assert "<|im_start|>user\nWhat is LoRA?<|im_end|>" in whole
-    # an empty persona adds nothing: the template's own default system prompt stays
-    assert tokenizer.decode(first[1]).startswith("<|im_start|>system\nYou are a helpful assistant.")
+    # a system turn by its own speaker value; the empty persona adds nothing beside it
+    assert tokenizer.decode(first[1]).startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n你好")
 
 
 def test_instruction_records_under_other_column_names(tmp_path):
