@@ -11,6 +11,7 @@ No timing here.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.util
 import json
 import random
@@ -26,6 +27,7 @@ from transformers import PreTrainedTokenizerFast
 
 from tui_lora.data.encode import (
     ConversationEncoder,
+    FastPaths,
     _ranges_by_lookup,
     _reply_token_ends,
     _reply_token_ranges,
@@ -243,9 +245,9 @@ def test_ranges_asked_of_the_encoding_equal_those_read_from_offsets(name, sample
     looked_up = stepped_aside = 0
     for max_length in (4096, 40, 12):
         lookup = ConversationEncoder(tokenizer, max_length)
-        assert lookup._lookup_ok
+        assert lookup.fast_paths.lookup
         offsets = ConversationEncoder(tokenizer, max_length)
-        offsets._lookup_ok = False
+        offsets.fast_paths = dataclasses.replace(offsets.fast_paths, lookup=False)
         assert lookup.encode_rows(conversations) == offsets.encode_rows(conversations)
         for messages in conversations[:60]:
             try:
@@ -264,3 +266,56 @@ def test_ranges_asked_of_the_encoding_equal_those_read_from_offsets(name, sample
         assert stepped_aside > 10 and looked_up > 50
     else:
         assert stepped_aside == 0 and looked_up > 150
+
+
+_SPECIAL_TEXTS = ["<|im_end|>", "<|im_start|>", "<|im_start|>assistant\n", "<|endoftext|>", "</s>", "<s>", "[INST]",
+                  "<|eot_id|>", "<|start_header_id|>", "\t"]
+
+
+@pytest.mark.parametrize("name", ["chatml", "llama3", "qwen3", "llama2", "none", "metaspace", "tiny-chat"])
+def test_text_that_reads_as_special_tokens_gets_the_slow_paths_tokens_and_labels(name, sample):
+    """Contents holding special tokens' text (encoded as those tokens): every fast path on against every one off."""
+    if name == "tiny-chat":
+        tokenizer = sample[2]
+    elif name == "metaspace":
+        tokenizer = _odd_tokenizer(name)
+    else:
+        tokenizer = tokenizer_for(name)
+    rng = random.Random(f"special-{name}")
+    conversations = []
+    for _ in range(200):
+        messages = _random_conversation(rng)
+        if name == "llama2":  # strictly alternating user/assistant turns
+            messages = [m for m in messages if m["role"] != "system"]
+        for message in messages:
+            if rng.random() < 0.6:
+                words = message["content"].split(" ")
+                words.insert(rng.randint(0, len(words)), rng.choice(_SPECIAL_TEXTS))
+                message["content"] = rng.choice(["", " "]).join(words)
+        conversations.append(messages)
+    for max_length in (4096, 120, 40):  # 40: mostly too short, the rows say so alike
+        fast = ConversationEncoder(tokenizer, max_length)
+        assert fast.fast_paths.direct_render is not None and fast.fast_paths.direct_backend and fast.fast_paths.lookup
+        slow = ConversationEncoder(tokenizer, max_length)
+        slow.fast_paths = FastPaths(direct_render=None, direct_backend=False, lookup=False)
+        examples, errors = fast.encode_rows(conversations)
+        assert (examples, errors) == slow.encode_rows(conversations)
+        if max_length == 4096:
+            # a reply holding its own end marker's text may be unreadable (a bad record on both paths alike)
+            good = [(messages, example) for messages, example in zip(conversations, examples) if example]
+            assert len(good) > 150, errors
+            # the special texts in the contents are those tokens: more of them than the template prints
+            specials = set(tokenizer.all_special_ids)
+            count = lambda ids: sum(token in specials for token in ids)  # noqa: E731
+            assert sum(count(example["input_ids"]) > count(fast.encode(_without(messages, _SPECIAL_TEXTS))["input_ids"])
+                       for messages, example in good) > 50
+
+
+def _without(messages: list[dict], texts: list[str]) -> list[dict]:
+    cleaned = []
+    for message in messages:
+        content = message["content"]
+        for text in texts:
+            content = content.replace(text, "x")
+        cleaned.append({"role": message["role"], "content": content})
+    return cleaned

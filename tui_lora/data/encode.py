@@ -83,6 +83,13 @@ Truncation (when the rendering has more than ``max_length`` tokens):
 
 An example with no trained token is a :class:`BadRecord` (never train on
 nothing).  Nothing here imports torch; the tokenizer is passed in.
+
+Fast paths (:class:`FastPaths`): the compiled template called directly, the
+Rust tokenizer called directly, reply token ranges found by lookup.  When the
+encoder is built, :func:`check_fast_paths` tries each against the path it
+replaces on probe conversations (including contents that read as special
+tokens) and turns off any that differs; one that is off gives the same
+examples, only slower.
 """
 
 from __future__ import annotations
@@ -131,6 +138,48 @@ class TemplateLayout:
         return tuple(dict.fromkeys(m for m in (self.final_end, self.earlier_end) if m.strip()))
 
 
+@dataclass(frozen=True)
+class DirectRenderer:
+    """messages -> text through transformers' compiled chat template, called directly.
+
+    apply_chat_template copies and converts every message before rendering (objects to dicts, None
+    values dropped, str subclasses to str, reasoning fields aliased) and then calls the compiled
+    template with the tokenizer's special tokens as keywords. For plain string dicts the conversions
+    change nothing, so calling the same compiled template with the same keywords gives the same text
+    at a fraction of the cost. Used only where check_fast_paths found that it gives
+    apply_chat_template's text on the probes, and only for plain {"role", "content"} string messages.
+    It holds the template's text, not the compiled template, so the encoder stays picklable (datasets
+    sends it to worker processes); the compiled one comes from transformers' own cache.
+    """
+
+    template: str
+    keywords: tuple[tuple[str, object], ...]  # the tokenizer's special tokens, as apply_chat_template passes them
+
+    @classmethod
+    def of(cls, tokenizer, template: str | None) -> DirectRenderer:
+        """The renderer of ``template`` (None: the tokenizer's own) with the tokenizer's special tokens."""
+        return cls(tokenizer.get_chat_template(template), tuple(tokenizer.special_tokens_map.items()))
+
+    def render_all(self, conversations: list[list[dict]]) -> list[str]:
+        compiled = _compiled_chat_template(self.template)
+        if compiled is None:
+            raise RuntimeError("transformers' compiled chat templates are not available")
+        render = functools.partial(compiled.render, tools=None, documents=None, add_generation_prompt=False,
+                                   **dict(self.keywords))
+        return [render(messages=messages) for messages in conversations]
+
+
+@dataclass(frozen=True)
+class FastPaths:
+    """The encoder's shortcuts, each found by check_fast_paths to give exactly what the path it replaces
+    gives (on the probe conversations, when the encoder is built). One that is off costs time, never
+    a different token or label."""
+
+    direct_render: DirectRenderer | None  # None: every conversation goes through apply_chat_template
+    direct_backend: bool  # tokenise with the Rust tokenizer's encode_batch instead of tokenizer(...)
+    lookup: bool  # reply token ranges by asking the Rust encodings (_ranges_by_lookup), not from all offsets
+
+
 class ConversationEncoder:
     """Tokenize conversations with the model's chat template and exact labels."""
 
@@ -168,17 +217,8 @@ class ConversationEncoder:
             raise ValueError("the chat template prints nothing after the last reply and the tokenizer has no eos "
                              "token, so a trained model would never stop; use a tokenizer with an eos token")
         self._add_special_tokens = self._special_tokens_flag(probe, probe_text)
-        system_probe = [{"role": SYSTEM, "content": "ProbeSystem"}, *probe]
-        self._direct_render_ok = self._check_direct_render([probe, system_probe, probe[:2]])
-        # Belt and braces for the direct Rust call in _tokenize: it must give the probe's ids too.
-        self._backend_agrees = True
-        if self._plain_backend() is not None:
-            direct = self._tokenize([probe_text])
-            through = self.tokenizer(probe_text, add_special_tokens=self._add_special_tokens,
-                                     return_offsets_mapping=True)
-            self._backend_agrees = (direct[0][0] == list(through["input_ids"])
-                                    and direct[1][0] == [tuple(o) for o in through["offset_mapping"]])
-        self._lookup_ok = self._check_lookup([probe, _rich_probe_conversation()])
+        self.fast_paths = check_fast_paths(tokenizer, self._template_override, self._add_special_tokens,
+                                           self.layout, _fast_path_probes(tokenizer))
 
     # ---------------------------------------------------------------- public
 
@@ -189,15 +229,7 @@ class ConversationEncoder:
 
     def render(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
         """The conversation as the chat template prints it (no generation prompt unless asked)."""
-        from jinja2.exceptions import TemplateError
-
-        try:
-            return self.tokenizer.apply_chat_template(
-                messages, chat_template=self._template_override, tokenize=False,
-                add_generation_prompt=add_generation_prompt,
-            )
-        except TemplateError as error:
-            raise BadRecord(f"the chat template refused this conversation: {error}") from error
+        return _apply_template(self.tokenizer, self._template_override, messages, add_generation_prompt)
 
     def reply_end_rule(self) -> str:
         """In words: what each reply is trained to end with (shown by `tui-lora data`)."""
@@ -313,14 +345,15 @@ class ConversationEncoder:
         """Each conversation's rendering, or the BadRecord that rendering it raised.
 
         The texts are render()'s. Fastest first: the compiled template called directly when every
-        message is a plain {"role", "content"} dict of strings (see _direct_renderer); else one
-        apply_chat_template call for the whole batch, so its fixed cost is paid once; if any
-        conversation fails, the batch is rendered again one by one so each gets its own result.
+        message is a plain {"role", "content"} dict of strings (fast_paths.direct_render, see
+        DirectRenderer); else one apply_chat_template call for the whole batch, so its fixed cost is
+        paid once; if any conversation fails, the batch is rendered again one by one so each gets
+        its own result.
         """
-        direct = self._direct_renderer()
+        direct = self.fast_paths.direct_render
         if direct is not None and all(map(_plain_messages, conversations)):
             try:
-                return [direct(messages=messages) for messages in conversations]
+                return direct.render_all(conversations)
             except Exception:
                 pass  # the slower paths below say which conversation failed, and why
         try:
@@ -338,77 +371,6 @@ class ConversationEncoder:
             except BadRecord as exc:
                 results.append(exc)
         return results
-
-    def _direct_renderer(self):
-        """messages -> text through the compiled chat template, or None where that is not safe.
-
-        apply_chat_template copies and converts every message before rendering (objects to dicts,
-        None values dropped, str subclasses to str, reasoning fields aliased) and then calls the
-        compiled template with the tokenizer's special tokens as keywords. For plain string dicts
-        the conversions change nothing, so calling the same compiled template with the same
-        keywords gives the same text at a fraction of the cost. It is checked against
-        apply_chat_template on the probe conversations when the encoder is built (so a change in
-        transformers turns it off) and uses transformers' own compiled-template cache.
-        """
-        if not self._direct_render_ok:
-            return None
-        try:
-            from transformers.utils.chat_template_utils import _compile_jinja_template
-
-            template = _compile_jinja_template(self.tokenizer.get_chat_template(self._template_override))
-            keywords = dict(self.tokenizer.special_tokens_map)
-        except Exception:
-            return None
-        return functools.partial(template.render, tools=None, documents=None, add_generation_prompt=False,
-                                 **keywords)
-
-    def _check_direct_render(self, probes: list[list[dict]]) -> bool:
-        self._direct_render_ok = True  # so that _direct_renderer hands out the renderer to be checked
-        try:
-            direct = self._direct_renderer()
-        except Exception:
-            return False
-        checked = 0
-        for probe in probes:
-            try:
-                expected = self.render(probe)
-            except BadRecord:  # a template may refuse a probe (Gemma-2 has no system role); the others count
-                continue
-            try:
-                if direct is None or direct(messages=probe) != expected:
-                    return False
-            except Exception:
-                return False
-            checked += 1
-        return checked > 0
-
-    def _check_lookup(self, probes: list[list[dict]]) -> bool:
-        """May reply ranges be found by lookup (_ranges_by_lookup) for this tokenizer?
-
-        The lookup relies on what byte-level and SentencePiece tokenizers give for text without
-        added specials: offsets that never go backwards and no zero-width token. That is checked
-        on the probes (special tokens, CJK, emoji, spaces and newlines), and the lookup must give
-        the same ranges as the offsets there; a tokenizer failing either keeps the offsets path.
-        """
-        self._lookup_ok = False
-        if self._plain_backend() is None:
-            return False
-        checked = 0
-        for messages in probes:
-            try:  # a template may refuse a probe (no system role, say); the others still count
-                text = self.render(messages)
-                encoding = self._encodings([text])[0]
-                spans, _ = self._reply_spans(text, messages)
-            except BadRecord:
-                continue
-            offsets = encoding.offsets
-            starts, ends = [start for start, _ in offsets], [end for _, end in offsets]
-            if starts != sorted(starts) or ends != sorted(ends) or any(s == e for s, e in offsets):
-                return False
-            if _ranges_by_lookup(encoding, spans, len(offsets)) != _reply_token_ranges(offsets, spans):
-                return False
-            checked += 1
-        return checked > 0
 
     def _tokenize(self, texts: list[str]) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
         """(input_ids, character offsets) of each text."""
@@ -431,17 +393,9 @@ class ConversationEncoder:
         return backend.encode_batch(texts, add_special_tokens=self._add_special_tokens)
 
     def _plain_backend(self):
-        """The Rust tokenizer when calling it directly is what transformers would do, else None."""
-        backend = getattr(self.tokenizer, "backend_tokenizer", None)
-        if (
-            self._backend_agrees
-            and backend is not None
-            and backend.truncation is None
-            and backend.padding is None
-            and backend.encode_special_tokens == bool(getattr(self.tokenizer, "split_special_tokens", False))
-        ):
-            return backend
-        return None
+        """The Rust tokenizer when calling it directly was checked (fast_paths.direct_backend) and is, as it is
+        set up now, what transformers would do; else None."""
+        return _plain_backend(self.tokenizer) if self.fast_paths.direct_backend else None
 
     def _special_tokens_flag(self, probe: list[dict], probe_text: str) -> bool:
         """Pick add_special_tokens so our ids equal apply_chat_template(tokenize=True).
@@ -461,8 +415,9 @@ class ConversationEncoder:
 
     def _build_example(self, messages, text, input_ids, offsets, encoding=None) -> dict:
         """offsets, or the Rust encoding to read them from (only when the lookup cannot answer)."""
-        spans, ended = self._reply_spans(text, messages)
-        ranges = _ranges_by_lookup(encoding, spans, len(input_ids)) if encoding is not None and self._lookup_ok else None
+        spans, ended = _reply_spans(self.layout, text, messages)
+        lookup = encoding is not None and self.fast_paths.lookup
+        ranges = _ranges_by_lookup(encoding, spans, len(input_ids)) if lookup else None
         if ranges is None:
             offsets = offsets if offsets is not None else encoding.offsets
             ranges = _reply_token_ranges(offsets, spans)
@@ -535,72 +490,234 @@ class ConversationEncoder:
         return ends[kept], True, bool(appended[kept])
 
     def _reply_spans(self, text: str, messages: list[dict]) -> tuple[list[tuple[int, int]], list[bool]]:
-        """Character span (content + end marker) of every assistant reply, in order, and for each whether
-        the template printed an end marker after it (False: it needs the stop token where an example ends)."""
-        spans, ended = [], []
-        cursor = 0
-        last = len(messages) - 1
-        for turn, message in enumerate(messages):
-            if message["role"] != ASSISTANT:
-                continue
-            start, content_end = self._locate_reply(text, message["content"], cursor, turn)
-            end = self._end_of_reply(text, content_end, turn, turn == last)
-            spans.append((start, end))
-            ended.append(end > content_end)
-            cursor = end
-        return spans, ended
+        """_reply_spans with this encoder's layout."""
+        return _reply_spans(self.layout, text, messages)
 
-    def _locate_reply(self, text: str, content: str, cursor: int, turn: int) -> tuple[int, int]:
-        header = self.layout.reply_header
-        search_from, limit = cursor, len(text)
-        if header:
-            header_at = text.find(header, cursor)
-            if header_at < 0:
-                raise BadRecord(f"message {turn} (assistant): reply header {header!r} not found in the rendering")
-            search_from = header_at + len(header)
-            next_header = text.find(header, search_from)
-            if next_header >= 0:
-                limit = next_header
-        found = text.find(content, search_from, limit)
-        if found >= 0:  # the content printed as given: nearly always, and no candidates to try
-            return found, found + len(content)
-        for candidate, is_answer_part in _reply_candidates(content):
-            found = text.find(candidate, search_from)
-            if found < 0 or found >= limit:
-                continue
-            start = found
-            if is_answer_part:
-                # The template printed its own form of the reasoning for this
-                # turn: the reasoning is part of what the model must write.
-                think_at = text.rfind(_THINK_OPEN, search_from, found)
-                if think_at >= 0:
-                    start = think_at
-            return start, found + len(candidate)
-        raise BadRecord(f"message {turn} (assistant): reply text not found in the rendered conversation")
 
-    def _end_of_reply(self, text: str, end: int, turn: int, last: bool) -> int:
-        """Where the reply's trained text ends: after its end marker, or at ``end`` where the template prints
-        none at this place (the last message, or an earlier one)."""
-        layout = self.layout
-        expected, other = (layout.final_end, layout.earlier_end) if last else (layout.earlier_end, layout.final_end)
-        markers = [marker for marker in dict.fromkeys((expected, other)) if marker.strip()]
-        for marker in markers:
-            if text.startswith(marker, end):
-                return end + len(marker)
-        # The content may have lost trailing whitespace the marker expects, or
-        # gained some the template kept: allow whitespace before the marker.
-        after_space = _WHITESPACE.match(text, end).end()
-        for marker in markers:
-            if text.startswith(marker.lstrip(), after_space):
-                return after_space + len(marker.lstrip())
-        if not expected.strip():  # nothing ends a reply at this place: the stop token will, where an example ends
-            return end
-        raise BadRecord(f"message {turn} (assistant): end-of-turn marker {expected.strip()!r} not found after the reply")
+# ---------------------------------------------------------------------------
+# Where the replies are in the rendered text
+# ---------------------------------------------------------------------------
+
+
+def _reply_spans(layout: TemplateLayout, text: str, messages: list[dict]) -> tuple[list[tuple[int, int]], list[bool]]:
+    """Character span (content + end marker) of every assistant reply, in order, and for each whether
+    the template printed an end marker after it (False: it needs the stop token where an example ends)."""
+    spans, ended = [], []
+    cursor = 0
+    last = len(messages) - 1
+    for turn, message in enumerate(messages):
+        if message["role"] != ASSISTANT:
+            continue
+        start, content_end = _locate_reply(layout, text, message["content"], cursor, turn)
+        end = _end_of_reply(layout, text, content_end, turn, turn == last)
+        spans.append((start, end))
+        ended.append(end > content_end)
+        cursor = end
+    return spans, ended
+
+
+def _locate_reply(layout: TemplateLayout, text: str, content: str, cursor: int, turn: int) -> tuple[int, int]:
+    header = layout.reply_header
+    search_from, limit = cursor, len(text)
+    if header:
+        header_at = text.find(header, cursor)
+        if header_at < 0:
+            raise BadRecord(f"message {turn} (assistant): reply header {header!r} not found in the rendering")
+        search_from = header_at + len(header)
+        next_header = text.find(header, search_from)
+        if next_header >= 0:
+            limit = next_header
+    found = text.find(content, search_from, limit)
+    if found >= 0:  # the content printed as given: nearly always, and no candidates to try
+        return found, found + len(content)
+    for candidate, is_answer_part in _reply_candidates(content):
+        found = text.find(candidate, search_from)
+        if found < 0 or found >= limit:
+            continue
+        start = found
+        if is_answer_part:
+            # The template printed its own form of the reasoning for this
+            # turn: the reasoning is part of what the model must write.
+            think_at = text.rfind(_THINK_OPEN, search_from, found)
+            if think_at >= 0:
+                start = think_at
+        return start, found + len(candidate)
+    raise BadRecord(f"message {turn} (assistant): reply text not found in the rendered conversation")
+
+
+def _end_of_reply(layout: TemplateLayout, text: str, end: int, turn: int, last: bool) -> int:
+    """Where the reply's trained text ends: after its end marker, or at ``end`` where the template prints
+    none at this place (the last message, or an earlier one)."""
+    expected, other = (layout.final_end, layout.earlier_end) if last else (layout.earlier_end, layout.final_end)
+    markers = [marker for marker in dict.fromkeys((expected, other)) if marker.strip()]
+    for marker in markers:
+        if text.startswith(marker, end):
+            return end + len(marker)
+    # The content may have lost trailing whitespace the marker expects, or
+    # gained some the template kept: allow whitespace before the marker.
+    after_space = _WHITESPACE.match(text, end).end()
+    for marker in markers:
+        if text.startswith(marker.lstrip(), after_space):
+            return after_space + len(marker.lstrip())
+    if not expected.strip():  # nothing ends a reply at this place: the stop token will, where an example ends
+        return end
+    raise BadRecord(f"message {turn} (assistant): end-of-turn marker {expected.strip()!r} not found after the reply")
+
+
+# ---------------------------------------------------------------------------
+# Fast paths, checked against the slow ones
+# ---------------------------------------------------------------------------
+
+
+def check_fast_paths(tokenizer, template: str | None, add_special_tokens: bool, layout: TemplateLayout,
+                     probes: list[list[dict]]) -> FastPaths:
+    """Which shortcuts give exactly what the slow path gives, for this tokenizer and template.
+
+    Each is tried against the path it replaces on the probe conversations (a probe the template
+    refuses is left out, but at least one must be tried) and any difference turns it off:
+
+    * direct_render: DirectRenderer's text equals apply_chat_template's;
+    * direct_backend: the Rust tokenizer's encode_batch gives the ids and offsets of tokenizer(...);
+    * lookup: see _lookup_agrees; it asks the Rust encodings, so it needs direct_backend.
+
+    Only reads the tokenizer (its call sets the Rust backend up as every call does) and the arguments;
+    the checks are independent of each other's order.
+    """
+    rendered = []
+    for messages in probes:
+        try:
+            rendered.append((messages, _apply_template(tokenizer, template, messages)))
+        except BadRecord:  # a template may refuse a probe (Gemma-2 has no system role); the others count
+            continue
+    direct_backend = _direct_backend_agrees(tokenizer, add_special_tokens, [text for _, text in rendered])
+    return FastPaths(
+        direct_render=_checked_direct_renderer(tokenizer, template, rendered),
+        direct_backend=direct_backend,
+        lookup=direct_backend and _lookup_agrees(tokenizer, add_special_tokens, layout, rendered),
+    )
+
+
+def _compiled_chat_template(source: str):
+    """transformers' compiled Jinja template for ``source`` (from its own cache), or None when this
+    transformers has no such function.
+
+    PRIVATE API: ``transformers.utils.chat_template_utils._compile_jinja_template`` is what
+    apply_chat_template renders with (the same sandboxed environment, filters and globals), but it
+    is not public. If a transformers release renames or removes it, this returns None, the direct
+    render is off (check_fast_paths) and every conversation goes through apply_chat_template: the
+    same text, only slower. tests/functional/test_encoder_fast_paths.py asserts that the direct
+    render is on for real tokenizers, so such a release fails a test instead of slowing every run.
+    """
+    try:
+        from transformers.utils.chat_template_utils import _compile_jinja_template
+    except ImportError:
+        return None
+    return _compile_jinja_template(source)
+
+
+def _checked_direct_renderer(tokenizer, template: str | None,
+                             rendered: list[tuple[list[dict], str]]) -> DirectRenderer | None:
+    """The DirectRenderer, when it prints each probe exactly as apply_chat_template did; else None."""
+    if not rendered:
+        return None
+    try:
+        direct = DirectRenderer.of(tokenizer, template)
+        texts = direct.render_all([messages for messages, _ in rendered])
+    except Exception:  # no compiled template (see _compiled_chat_template), or it fails where transformers did not
+        return None
+    return direct if texts == [text for _, text in rendered] else None
+
+
+def _direct_backend_agrees(tokenizer, add_special_tokens: bool, texts: list[str]) -> bool:
+    """Does the Rust tokenizer, called directly, give the ids and offsets that tokenizer(...) gives?"""
+    if not texts:
+        return False
+    through = tokenizer(texts, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
+    backend = _plain_backend(tokenizer)  # asked after the call, which sets the backend up for this call
+    if backend is None:
+        return False
+    direct = backend.encode_batch(texts, add_special_tokens=add_special_tokens)
+    return ([encoding.ids for encoding in direct] == [list(ids) for ids in through["input_ids"]]
+            and [encoding.offsets for encoding in direct]
+            == [[tuple(pair) for pair in row] for row in through["offset_mapping"]])
+
+
+def _lookup_agrees(tokenizer, add_special_tokens: bool, layout: TemplateLayout,
+                   rendered: list[tuple[list[dict], str]]) -> bool:
+    """May reply ranges be found by lookup (_ranges_by_lookup) for this tokenizer?
+
+    The lookup relies on what byte-level and SentencePiece tokenizers give for text without added
+    specials: offsets that never go backwards and no zero-width token. That is checked on the probes
+    (special tokens and text that reads as special tokens, CJK, emoji, spaces and newlines), and the
+    lookup must give the same ranges as the offsets there; a tokenizer failing either keeps the
+    offsets path.
+    """
+    backend = _plain_backend(tokenizer)
+    if backend is None:
+        return False
+    checked = 0
+    for messages, text in rendered:
+        try:  # replies the layout cannot find leave that probe out; the others still count
+            spans, _ = _reply_spans(layout, text, messages)
+        except BadRecord:
+            continue
+        encoding = backend.encode_batch([text], add_special_tokens=add_special_tokens)[0]
+        offsets = encoding.offsets
+        starts, ends = [start for start, _ in offsets], [end for _, end in offsets]
+        if starts != sorted(starts) or ends != sorted(ends) or any(s == e for s, e in offsets):
+            return False
+        if _ranges_by_lookup(encoding, spans, len(offsets)) != _reply_token_ranges(offsets, spans):
+            return False
+        checked += 1
+    return checked > 0
+
+
+def _plain_backend(tokenizer):
+    """The tokenizer's Rust backend when it is set up the way transformers' __call__ would set it for the
+    encoder's call (no truncation, no padding, special tokens matched as specials), else None."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if (
+        backend is not None
+        and backend.truncation is None
+        and backend.padding is None
+        and backend.encode_special_tokens == bool(getattr(tokenizer, "split_special_tokens", False))
+    ):
+        return backend
+    return None
+
+
+def _fast_path_probes(tokenizer) -> list[list[dict]]:
+    """The conversations check_fast_paths tries each shortcut on."""
+    probe = _probe_conversation()
+    return [probe, [{"role": SYSTEM, "content": "ProbeSystem"}, *probe], probe[:2], _rich_probe_conversation(),
+            _special_text_probe_conversation(tokenizer)]
+
+
+def _special_text_probe_conversation(tokenizer) -> list[dict]:
+    """Contents holding text that reads as special tokens (ChatML's markers and the tokenizer's own eos,
+    bos and pad, which the tokenizer encodes as those tokens wherever they stand), and a tab."""
+    own = [getattr(tokenizer, name, None) for name in ("eos_token", "bos_token", "pad_token")]
+    marked = " ".join(dict.fromkeys(["<|im_start|>", "<|im_end|>", *(t for t in own if isinstance(t, str) and t)]))
+    return [{"role": USER, "content": f"Repeat {marked} as\ttext."},
+            {"role": ASSISTANT, "content": f"Here: {marked} done."},
+            {"role": USER, "content": "Only<|im_end|>this"},
+            {"role": ASSISTANT, "content": "Only<|im_end|>this, and </s> that."}]
 
 
 # ---------------------------------------------------------------------------
 # Template reading
 # ---------------------------------------------------------------------------
+
+
+def _apply_template(tokenizer, template: str | None, messages: list[dict], add_generation_prompt: bool = False) -> str:
+    """apply_chat_template's text (``template`` None: the tokenizer's own); a refusal is a BadRecord."""
+    from jinja2.exceptions import TemplateError
+
+    try:
+        return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
+                                             add_generation_prompt=add_generation_prompt)
+    except TemplateError as error:
+        raise BadRecord(f"the chat template refused this conversation: {error}") from error
 
 
 def _rich_probe_conversation() -> list[dict]:
