@@ -16,8 +16,11 @@ from conftest import tiny_run_file
 
 from tui_lora.config import config_from_dict
 from tui_lora.data.prepare import prepare_datasets
-from tui_lora.engine import batching
 from tui_lora.engine.model import apply_lora, load_model
+from tui_lora.engine.packing.collator import PackedCollator, packed_model_inputs
+from tui_lora.engine.packing.kernels import SDPA_PER_EXAMPLE, TORCH_VARLEN
+from tui_lora.engine.packing.loss import _LinearCrossEntropy, labelled_token_loss
+from tui_lora.engine.packing.plan import BatchingPlan, choose_batching, why_not_packed
 from tui_lora.models import load_tokenizer
 from tui_lora.engine.train import data_collator
 from tui_lora.runs.folder import resolve_paths
@@ -52,7 +55,7 @@ def lora_model(config, seed: int = 0):
 
 
 def padded_per_example_losses(model, config, tokenizer, features) -> list[torch.Tensor]:
-    batching.BatchingPlan(False, "sdpa", "").apply(model)
+    BatchingPlan(False, "sdpa", "").apply(model)
     batch = data_collator(config, tokenizer, model)([dict(f) for f in features])
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     targets = batch["labels"][:, 1:]
@@ -61,9 +64,9 @@ def padded_per_example_losses(model, config, tokenizer, features) -> list[torch.
 
 
 def packed_per_example_losses(model, features) -> list[torch.Tensor]:
-    batch = batching.PackedCollator()([dict(f) for f in features])
+    batch = PackedCollator()([dict(f) for f in features])
     labels = batch["labels"]
-    logits = model(**batching.packed_model_inputs(batch)).logits[0]  # one row, at the trained positions only
+    logits = model(**packed_model_inputs(batch)).logits[0]  # one row, at the trained positions only
     targets = labels[0, 1:][labels[0, 1:] != IGNORED]
     counts = [sum(label != IGNORED for label in f["labels"][1:]) for f in features]
     return [chunk.mean() for chunk in torch.split(F.cross_entropy(logits, targets, reduction="none"), counts)]
@@ -74,8 +77,8 @@ def test_packed_per_example_loss_equals_padded(setup):
     model = lora_model(config)
     with torch.no_grad():
         padded = padded_per_example_losses(model, config, tokenizer, features)
-        plan = batching.choose_batching(config, model)
-        assert plan.packed and plan.attention == batching.SDPA_PER_EXAMPLE
+        plan = choose_batching(config, model)
+        assert plan.packed and plan.attention == SDPA_PER_EXAMPLE
         packed = packed_per_example_losses(model, features)
     for one, other in zip(padded, packed):
         assert one.item() == pytest.approx(other.item(), abs=1e-5)
@@ -106,10 +109,10 @@ class leaky_attention:
 
     def __enter__(self):
         self.previous = self.model.get_base_model().config._attn_implementation
-        batching.BatchingPlan(True, self.NAME, "").apply(self.model)
+        BatchingPlan(True, self.NAME, "").apply(self.model)
 
     def __exit__(self, *exc):
-        batching.BatchingPlan(True, self.previous, "").apply(self.model)
+        BatchingPlan(True, self.previous, "").apply(self.model)
 
 
 def test_engine_loss_and_gradients_equal_the_padded_models_own(setup):
@@ -119,17 +122,17 @@ def test_engine_loss_and_gradients_equal_the_padded_models_own(setup):
     model = lora_model(config)
     count = sum(sum(label != IGNORED for label in f["labels"][1:]) for f in features)
 
-    batching.BatchingPlan(False, "sdpa", "").apply(model)
+    BatchingPlan(False, "sdpa", "").apply(model)
     padded = data_collator(config, tokenizer, model)([dict(f) for f in features])
     reference = model(**padded, num_items_in_batch=torch.tensor(count)).loss
     reference.backward()
     expected = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
     model.zero_grad()
 
-    plan = batching.choose_batching(config, model)
+    plan = choose_batching(config, model)
     assert plan.fused_head is not None  # the tiny model's output layer is frozen and plain: chunked loss
-    loss, _ = batching.labelled_token_loss(model, batching.PackedCollator()([dict(f) for f in features]),
-                                           torch.tensor(count), plan.fused_head)
+    loss, _ = labelled_token_loss(model, PackedCollator()([dict(f) for f in features]), torch.tensor(count),
+                                  plan.fused_head)
     loss.backward()
     assert loss.item() == pytest.approx(reference.item(), abs=1e-5)
     for name, param in model.named_parameters():
@@ -145,7 +148,7 @@ def test_chunked_cross_entropy_matches_the_plain_one():
     targets = torch.randint(0, 300, (23,), generator=generator)
     plain = F.cross_entropy(hidden @ weight.T, targets, reduction="sum")
     (expected,) = torch.autograd.grad(plain, hidden)
-    chunked = batching._LinearCrossEntropy.apply(hidden, weight, targets, 5)  # 5 chunks, the last one short
+    chunked = _LinearCrossEntropy.apply(hidden, weight, targets, 5)  # 5 chunks, the last one short
     (grad,) = torch.autograd.grad(chunked * 2.0, hidden)
     assert chunked.item() == pytest.approx(plain.item(), rel=1e-6)
     torch.testing.assert_close(grad, expected * 2.0)
@@ -155,9 +158,9 @@ def test_packed_labels_are_the_encoded_ones(setup):
     """The packed row trains exactly the tokens the encoder labelled (what `tui-lora data` shows), the
     same ones the padded batch trains, with position ids restarting at every example."""
     config, tokenizer, features = setup
-    batch = batching.PackedCollator()([dict(f) for f in features])
+    batch = PackedCollator()([dict(f) for f in features])
     assert set(batch) == {"input_ids", "labels", "position_ids"}  # each with a batch dimension (of 1)
-    inputs = batching.packed_model_inputs(batch)
+    inputs = packed_model_inputs(batch)
     offsets = inputs["cu_seq_lens_q"].tolist()
     assert offsets == [0, *itertools.accumulate(len(f["input_ids"]) for f in features)]
     assert inputs["max_length_q"] == max(len(f["input_ids"]) for f in features)
@@ -181,12 +184,11 @@ def test_a_kernel_this_machine_lacks_falls_back_to_the_next(setup):
     config, _, _ = setup
     model = lora_model(config)
     lines: list[str] = []
-    plan = batching.choose_batching(config, model, log=lines.append,
-                                    attentions=[batching.TORCH_VARLEN, batching.SDPA_PER_EXAMPLE])
-    assert plan.packed and plan.attention == batching.SDPA_PER_EXAMPLE
+    plan = choose_batching(config, model, log=lines.append, attentions=[TORCH_VARLEN, SDPA_PER_EXAMPLE])
+    assert plan.packed and plan.attention == SDPA_PER_EXAMPLE
     assert len(lines) == 1 and lines[0].startswith("packing: torch varlen flash kernel not used: ")
 
-    plan = batching.choose_batching(config, model, attentions=[batching.TORCH_VARLEN])
+    plan = choose_batching(config, model, attentions=[TORCH_VARLEN])
     assert not plan.packed and plan.attention == "sdpa"
     assert model.get_base_model().config._attn_implementation == "sdpa"  # put back as it was loaded
     assert plan.description.startswith("batching: padded to the longest example of each batch")
@@ -197,24 +199,24 @@ def test_packing_is_refused_where_it_cannot_be_exact(tmp_path):
     from transformers import AutoModelForCausalLM, Qwen2Config
 
     eager = make_config(tmp_path, model={"attn_implementation": "eager"})
-    assert "attention 'eager' cannot keep packed examples apart" in batching.why_not_packed(
+    assert "attention 'eager' cannot keep packed examples apart" in why_not_packed(
         eager, load_model(eager))
     sdpa = make_config(tmp_path)
     model = load_model(sdpa)
-    assert batching.why_not_packed(sdpa, model) == ""
-    assert batching.why_not_packed(make_config(tmp_path, collator={"packing": "off"}), model) == \
+    assert why_not_packed(sdpa, model) == ""
+    assert why_not_packed(make_config(tmp_path, collator={"packing": "off"}), model) == \
         "collator.packing is off"
-    assert "padding is max_length" in batching.why_not_packed(
+    assert "padding is max_length" in why_not_packed(
         make_config(tmp_path, collator={"padding": "max_length"}), model)
-    assert "2 GPUs in one process" in batching.why_not_packed(sdpa, model, n_gpu=2)
+    assert "2 GPUs in one process" in why_not_packed(sdpa, model, n_gpu=2)
     # a sliding window shorter than the longest example would be cut off at example boundaries wrongly
     windowed = AutoModelForCausalLM.from_config(Qwen2Config(
         vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, use_sliding_window=True, sliding_window=128, max_window_layers=0,
         attn_implementation="sdpa"))
-    assert "sliding window (128) is shorter than tokenizer.max_length (256)" in batching.why_not_packed(
+    assert "sliding window (128) is shorter than tokenizer.max_length (256)" in why_not_packed(
         sdpa, windowed)
-    assert batching.why_not_packed(make_config(tmp_path, tokenizer={"max_length": 120}), windowed) == ""
+    assert why_not_packed(make_config(tmp_path, tokenizer={"max_length": 120}), windowed) == ""
 
 
 def of_type(events, kind):

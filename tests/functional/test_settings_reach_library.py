@@ -633,21 +633,23 @@ def test_label_pad_token_id_fills_padded_labels(tmp_path, tokenizer, encoded_exa
 def test_packing_chooses_the_batches_and_the_models_attention(tmp_path, tokenizer, encoded_examples):
     """auto (the default): one packed row, and the model runs the per-example attention; off: the
     DataCollatorForSeq2Seq batches and transformers' own sdpa, exactly as loaded."""
-    from tui_lora.engine import batching
+    from tui_lora.engine.packing.collator import PackedCollator, packed_model_inputs
+    from tui_lora.engine.packing.kernels import SDPA_PER_EXAMPLE
+    from tui_lora.engine.packing.plan import choose_batching
 
     features = encoded_examples[:4]
     auto = make_config(tmp_path)
     assert auto.collator.packing == "auto"
     model = apply_lora(load_model(auto), auto)
-    plan = batching.choose_batching(auto, model)
-    assert plan.packed and model.config._attn_implementation == batching.SDPA_PER_EXAMPLE
-    packed = batching.PackedCollator()([dict(f) for f in features])
+    plan = choose_batching(auto, model)
+    assert plan.packed and model.config._attn_implementation == SDPA_PER_EXAMPLE
+    packed = PackedCollator()([dict(f) for f in features])
     assert packed["input_ids"].shape == (1, sum(len(f["input_ids"]) for f in features))
     assert "attention_mask" not in packed
-    assert batching.packed_model_inputs(packed)["cu_seq_lens_q"].numel() == 5  # the attention's boundaries
+    assert packed_model_inputs(packed)["cu_seq_lens_q"].numel() == 5  # the attention's boundaries
 
     off = make_config(tmp_path, collator={"packing": "off"})
-    plan = batching.choose_batching(off, model)
+    plan = choose_batching(off, model)
     assert not plan.packed and model.config._attn_implementation == "sdpa"
     assert "collator.packing is off" in plan.description
     padded = data_collator(off, tokenizer, model)([dict(f) for f in features])

@@ -88,7 +88,7 @@ def test_qlora_trains_on_a_quantised_base(tmp_path, train_in_process, bits):
     folder, result, events = train_in_process(raw)
     assert [e["step"] for e in of_type(events, "eval")] == [2, 3]
     model_event = of_type(events, "model")[0]
-    assert model_event["quantization"] == f"{bits}bit"
+    assert model_event["quantization"] == f"{bits}-bit"
     losses = [e["loss"] for e in of_type(events, "train")]
     assert len(losses) == 3 and all(loss == loss and loss > 0 for loss in losses)  # finite, real losses
     assert (folder.adapter / "adapter_model.safetensors").exists()

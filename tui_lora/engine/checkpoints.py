@@ -19,7 +19,6 @@ import os
 import shutil
 from pathlib import Path
 
-from transformers import Trainer
 from transformers.trainer_utils import rotate_checkpoints
 
 from tui_lora.file_modes import share_weights_like_other_files
@@ -33,7 +32,7 @@ class DiskFull(RuntimeError):
 
 
 class WholeCheckpoints:
-    """Trainer mixin: every checkpoint-N in the run folder is complete."""
+    """Trainer mixin (trainer.RunTrainer): every checkpoint-N in the run folder is complete."""
 
     _staging: str | None = None
 
@@ -87,10 +86,6 @@ class WholeCheckpoints:
             import torch.distributed as dist
 
             dist.barrier()
-
-
-class RunTrainer(WholeCheckpoints, Trainer):
-    """The Trainer tui-lora runs: padded batches, whole checkpoints."""
 
 
 def _sync_folder(path: str) -> None:

@@ -191,6 +191,11 @@ def apply_lora(model, config: RunConfig):
     return model
 
 
+def base_model(model):
+    """The transformers model under a LoRA adapter (peft's wrapper), or `model` itself when it has none."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def count_parameters(model) -> tuple[int, int]:
     """(trainable, total); 4-bit weights are packed two to a byte, so count them as bnb reports them."""
     trainable = total = 0

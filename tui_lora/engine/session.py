@@ -81,15 +81,16 @@ def execute(config: RunConfig, folder: RunFolder, resume_from=None, listeners: l
     stop.install()
     events.status("starting", f"run folder {folder.path}", folder=str(folder.path),
                   resumed_from=str(resume_from) if resume_from else None)
-    attached = []
+    logs = None
     try:
         late = apply_hub_environment(config.hub)
         if late:
             events.log("warning", late)
-        from tui_lora.engine.train import capture_logs, release_logs, run_training
+        from tui_lora.engine.logs import capture_logs
+        from tui_lora.engine.train import run_training
 
-        attached = capture_logs(folder, events)
-        result = run_training(config, folder, events, stop, resume_from)
+        logs = capture_logs(folder, events)
+        outcome = run_training(config, folder, events, stop, resume_from)
     except UserError as exc:
         events.status("failed", str(exc))
         raise
@@ -107,8 +108,8 @@ def execute(config: RunConfig, folder: RunFolder, resume_from=None, listeners: l
         events.status("failed", message)
         raise RunFailed(f"{message} (full traceback in {folder.log})") from exc
     else:
-        if result.get("interrupted"):
-            step, latest = result["step"], folder.latest_checkpoint()
+        if outcome.interrupted:
+            step, latest = outcome.step, folder.latest_checkpoint()
             if latest is not None and latest.name == f"checkpoint-{step}":
                 saved = f"checkpoint saved at step {step}; continue with --resume"
             elif latest is not None:
@@ -119,11 +120,11 @@ def execute(config: RunConfig, folder: RunFolder, resume_from=None, listeners: l
             events.status(stop.state, message, step=step)
             raise Interrupted(message, stop.state)
         events.status("finished", f"adapter saved to {folder.adapter}", adapter=str(folder.adapter))
-        return result
+        return outcome.result
     finally:
         stop.uninstall()
-        if attached:
-            release_logs(attached)
+        if logs is not None:
+            logs.release()
         events.close()
 
 
@@ -140,11 +141,11 @@ def execute_replica(config: RunConfig, folder: RunFolder, resume_from=None) -> d
         apply_hub_environment(config.hub)
         from tui_lora.engine.train import run_training
 
-        result = run_training(config, folder, events, stop, resume_from)
+        outcome = run_training(config, folder, events, stop, resume_from)
     except KeyboardInterrupt:
         raise Interrupted(f"stopped by {stop.signal or 'SIGINT'}", stop.state) from None
     finally:
         stop.uninstall()
-    if result.get("interrupted"):
-        raise Interrupted(f"stopped by {stop.signal} at step {result['step']}", stop.state)
-    return result
+    if outcome.interrupted:
+        raise Interrupted(f"stopped by {stop.signal} at step {outcome.step}", stop.state)
+    return outcome.result

@@ -1,16 +1,15 @@
 """The training recipe, top to bottom: config -> model + data -> Trainer -> adapter + events.
 
 Read this file to know what a run does. Everything it calls is a small function
-in model.py, data/ or callbacks.py that maps run-file fields onto one library call.
+in model.py, data/ or callbacks.py that maps run-file fields onto one library call, or
+the batching choice (packing/) and the Trainer it configures (trainer.py).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
-import warnings
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tui_lora.config.schema import RunConfig, mixed_precision
@@ -20,8 +19,19 @@ from tui_lora.runs.folder import RunFolder
 log = logging.getLogger("tui_lora")
 
 
+@dataclass(frozen=True)
+class TrainingOutcome:
+    """How run_training ended: `interrupted`, a signal stopped it before the last step (the session reports
+    that, knowing which signal it was), or finished, with `result` the result event it emitted.
+    `step`: the last step trained."""
+
+    interrupted: bool
+    step: int
+    result: dict | None = None
+
+
 def training_arguments(config: RunConfig, folder: RunFolder, packed: bool = False):
-    """TrainingArguments for the run; `packed`: batches come from batching.PackedCollator."""
+    """TrainingArguments for the run; `packed`: batches come from packing.collator.PackedCollator."""
     import torch
     from transformers import TrainingArguments
 
@@ -98,17 +108,20 @@ def data_parallel_gpus(args, model) -> int:
     return 1 if len(devices) > 1 else args.n_gpu
 
 
-def run_training(config: RunConfig, folder: RunFolder, events: EventLog, stop, resume_from: Path | None = None) -> dict:
-    """Train one run into `folder`. Returns the result event; raises UserError for fixable input problems."""
+def run_training(config: RunConfig, folder: RunFolder, events: EventLog, stop,
+                 resume_from: Path | None = None) -> TrainingOutcome:
+    """Train one run into `folder`; raises UserError for fixable input problems."""
     from transformers import EarlyStoppingCallback, PrinterCallback, set_seed
 
     from tui_lora.data.encode import DEFAULT_CHAT_TEMPLATE
     from tui_lora.data.prepare import prepare_datasets
-    from tui_lora.engine import batching
     from tui_lora.engine import model as models
     from tui_lora.engine import preflight
-    from tui_lora.engine.checkpoints import RunTrainer
     from tui_lora.engine.callbacks import DivergenceCheck, EventsCallback, GracefulStop, injected_fault
+    from tui_lora.engine.packing.collator import PackedCollator
+    from tui_lora.engine.packing.loss import PackedLoss
+    from tui_lora.engine.packing.plan import choose_batching
+    from tui_lora.engine.trainer import RunTrainer
     from tui_lora.hub import resolve_sources
     from tui_lora.models import check_context, check_vocabulary, load_model_config, load_tokenizer
 
@@ -155,8 +168,8 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, stop, r
                                    warn=lambda line: events.log("warning", line))
 
     # padded or packed batches: the choice sets the model's attention, so it comes after loading
-    plan = batching.choose_batching(config, model, n_gpu=data_parallel_gpus(setup, model),
-                                    log=lambda line: events.log("info", line))
+    plan = choose_batching(config, model, n_gpu=data_parallel_gpus(setup, model),
+                           log=lambda line: events.log("info", line))
     log.info(plan.description)
     events.log("info", plan.description)
     args = training_arguments(config, folder, packed=plan.packed)
@@ -167,20 +180,17 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, stop, r
     # EventsCallback comes after early stopping, so the counter it reports is already updated.
     reporter = EventsCallback(events, early)
     callbacks = [GracefulStop(stop), DivergenceCheck(), *([early] if early else []), reporter, *injected_fault()]
-    common = dict(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set, processing_class=tokenizer,
-                  callbacks=callbacks)
-    if plan.packed:
-        trainer = batching.PackedTrainer(data_collator=batching.PackedCollator(),
-                                         fused_head=plan.fused_head, **common)
-    else:
-        trainer = RunTrainer(data_collator=data_collator(config, tokenizer, model), **common)
+    trainer = RunTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
+                         processing_class=tokenizer, callbacks=callbacks,
+                         data_collator=PackedCollator() if plan.packed else data_collator(config, tokenizer, model),
+                         packed_loss=PackedLoss(plan.fused_head) if plan.packed else None)
     trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; our displays read the events instead
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
     # A signal that came at or after the last step stops nothing: the run is done, so save it.
     # (the session reports the stop: it knows which signal it was)
     if stop.signal and trainer.state.global_step < trainer.state.max_steps:
-        return {"interrupted": True, "step": trainer.state.global_step}
+        return TrainingOutcome(interrupted=True, step=trainer.state.global_step)
 
     events.status("saving", f"saving the adapter to {folder.adapter}")
     # Every process calls this (FSDP and DeepSpeed gather the weights from all of them); only the main process
@@ -195,10 +205,11 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, stop, r
         metrics.update(final_evaluation(trainer, config))
     stopped_early = (config.early_stopping.enabled and trainer.state.max_steps > trainer.state.global_step)
     # The Trainer's train_loss is the mean over the steps of this session only: after a resume it says so
-    return events.emit("result", adapter=str(folder.adapter), step=trainer.state.global_step,
-                       stopped_early=stopped_early,
-                       metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-                       train_loss_steps=[reporter.resumed_from + 1, trainer.state.global_step])
+    result = events.emit("result", adapter=str(folder.adapter), step=trainer.state.global_step,
+                         stopped_early=stopped_early,
+                         metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                         train_loss_steps=[reporter.resumed_from + 1, trainer.state.global_step])
+    return TrainingOutcome(interrupted=False, step=trainer.state.global_step, result=result)
 
 
 def tokenizer_files(config: RunConfig) -> list[Path]:
@@ -220,115 +231,3 @@ def final_evaluation(trainer, config: RunConfig) -> dict:
                     return entry
                 break
     return trainer.evaluate()
-
-
-class _EventsHandler(logging.Handler):
-    """Warnings and errors from the libraries become log events the user sees, each message once."""
-
-    # Library chatter that says nothing to someone training an adapter: kept in train.log only.
-    QUIET = ("Failed to load CPU gemm_4bit_forward", "`is_gradient_checkpointing` is deprecated",
-             "Setting `save_embedding_layers` to `True`",
-             # peft (0.18+) warns whenever an adapter sits on a tied layer (the demo adapts lm_head, tied to the
-             # embeddings) without ensure_weight_tying. Adapting only the output side is what the run file asks
-             # for, and the "complications when merging" it warns of are handled: `tui-lora merge` unties
-             # the embeddings first (after/merge.py). ensure_weight_tying would put the adapter on both sides.
-             "`ensure_weight_tying` is not set")
-
-    def __init__(self, events: EventLog):
-        super().__init__(logging.WARNING)
-        self.events = events
-        self.seen: set[str] = set()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            message = record.getMessage().strip().splitlines()[0]
-            if record.name == "py.warnings":  # "path/file.py:12: UserWarning: text" -> "UserWarning: text"
-                message = re.sub(r"^.*?:\d+: (?=\w+: )", "", message)
-            if message in self.seen or any(quiet in message for quiet in self.QUIET):
-                return
-            self.seen.add(message)
-            self.events.log(record.levelname.lower(), message)
-        except Exception:  # a log line must never break training
-            pass
-
-
-def capture_logs(folder: RunFolder, events: EventLog) -> list[tuple[logging.Logger, logging.Handler]]:
-    """Send library logging and Python warnings to train.log, and warnings to the event log."""
-    import transformers
-
-    transformers.utils.logging.disable_default_handler()  # its stderr lines would tear the progress bars
-    transformers.utils.logging.set_verbosity_info()
-    bars = _quiet_progress_bars()
-    logging.captureWarnings(True)
-    warnings.filterwarnings("ignore", message=".*kernels.*")
-    # datasets prints its INFO lines ("Using custom data configuration ...") through a stderr handler of its
-    # own; at INFO they would bury the progress lines, so they go to train.log only while the run lasts.
-    quiet = [(logging.getLogger("datasets"), handler) for handler in logging.getLogger("datasets").handlers
-             if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)]
-    for logger, handler in quiet:
-        logger.removeHandler(handler)
-    file_handler = logging.FileHandler(folder.log, encoding="utf-8")
-    file_handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    events_handler = _EventsHandler(events)
-    attached = []
-    for name in ("transformers", "peft", "datasets", "accelerate", "bitsandbytes", "huggingface_hub", "tui_lora",
-                 "py.warnings"):
-        logger = logging.getLogger(name)
-        logger.setLevel(logging.INFO)
-        for handler in (file_handler, events_handler):
-            logger.addHandler(handler)
-            attached.append((logger, handler))
-    return attached + [(logger, _Restore(handler)) for logger, handler in quiet] + bars
-
-
-def _quiet_progress_bars() -> list:
-    """Turn off the libraries' own tqdm bars for the run; returns what release_logs turns back on.
-
-    On a terminal they tear the run's progress display ("Loading weights: 100%|…|" under the bar); in a
-    log they are cursor moves and carriage returns. What matters of them reaches the user as the run's
-    own events: downloads (hub.fetch), loading and data preparation (status events).
-    """
-    import datasets
-    import huggingface_hub.utils
-    import transformers
-
-    switches = [(transformers.utils.logging.is_progress_bar_enabled, transformers.utils.logging.disable_progress_bar,
-                 transformers.utils.logging.enable_progress_bar),
-                (datasets.is_progress_bar_enabled, datasets.disable_progress_bars, datasets.enable_progress_bars),
-                (lambda: not huggingface_hub.utils.are_progress_bars_disabled(),
-                 huggingface_hub.utils.disable_progress_bars, huggingface_hub.utils.enable_progress_bars)]
-    restore = []
-    for enabled, disable, enable in switches:
-        if enabled():
-            disable()
-            restore.append((None, _Restore(enable)))
-    return restore
-
-
-class _RedactingFormatter(logging.Formatter):
-    """train.log's lines with any hub token blanked out, whichever library logged it."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        from tui_lora.secret_guard import redact
-
-        return redact(super().format(record))
-
-
-class _Restore:
-    """What capture_logs took away, for release_logs to give back: a logging handler, or (paired with no
-    logger) the function that turns a library's progress bars on again."""
-
-    def __init__(self, handler: logging.Handler):
-        self.handler = handler
-
-
-def release_logs(attached: list) -> None:
-    for logger, handler in attached:
-        if isinstance(handler, _Restore) and logger is None:
-            handler.handler()  # a progress bar switch turned back on
-        elif isinstance(handler, _Restore):
-            logger.addHandler(handler.handler)
-        else:
-            logger.removeHandler(handler)
-            handler.close()
-

@@ -18,17 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import time
 import traceback
 from pathlib import Path
 
 from tui_lora.errors import RunFailed, UserError, first_line
-
-# Set by the launcher for its workers: its pid (it holds the run folder's lock), and where errors go.
-LAUNCHER_ENV = "TUI_LORA_LAUNCHER_PID"
-ERRORS_ENV = "TUI_LORA_WORKER_ERRORS"
+from tui_lora.runs.launcher import ERRORS_ENV, LAUNCHER_ENV, end_with_parent
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -38,17 +34,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--resume", metavar="CHECKPOINT", help="a checkpoint folder, or latest")
     return parser.parse_args(argv)
-
-
-def end_with_parent() -> None:
-    """Ask Linux for SIGTERM when the process that started this one dies, even by SIGKILL: a worker left
-    behind would train on with nobody to report it (the signal makes it save a checkpoint and stop)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # not Linux: the launcher's own signal handling still reaches the workers
 
 
 def report_failure(rank: int, kind: str, message: str, trace: str) -> None:

@@ -28,9 +28,11 @@ from tui_lora.errors import RunFailed, UserError
 from tui_lora.runs.events import STOPPED_STATES, EventLog, EventTail, stopped_state
 from tui_lora.runs.folder import RunFolder, open_run_folder
 
-# Kept equal to tui_lora.engine.worker's (importing that module here would be cheap, but it is the engine's)
+# Set for the workers (engine/worker.py reads them from here): this process's pid (it holds the run folder's
+# lock), and the folder where a failing worker leaves its error.
 LAUNCHER_ENV = "TUI_LORA_LAUNCHER_PID"
 ERRORS_ENV = "TUI_LORA_WORKER_ERRORS"
+# By module name: accelerate starts it in processes of its own, and the launcher loads no engine module.
 WORKER = "tui_lora.engine.worker"
 EXIT_INTERRUPTED = 130
 
@@ -111,15 +113,19 @@ def read_failures(folder: Path) -> list[WorkerFailure]:
     return sorted(found, key=lambda failure: failure.t)
 
 
-def _die_with_launcher() -> None:
-    """In the child before it runs accelerate: SIGTERM when the launcher dies, even by SIGKILL, so the
-    processes save a checkpoint and stop instead of training on unreported (Linux; elsewhere a no-op)."""
+def end_with_parent() -> None:
+    """Ask Linux for SIGTERM when the process that started this one dies, even by SIGKILL (elsewhere a no-op).
+
+    Called in the launch command's process before it runs accelerate, and by each worker (engine/worker.py)
+    under accelerate: a process left behind would train on with nobody to report it, where the signal
+    makes it save a checkpoint and stop.
+    """
     try:
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        pass
+        pass  # not Linux: only the signals the launcher passes on stop the workers
 
 
 class _Launched:
@@ -132,7 +138,7 @@ class _Launched:
     def __init__(self, command: list[str], env: dict, output):
         self.signals: list[str] = []
         self.child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                                      env=env, start_new_session=True, preexec_fn=_die_with_launcher)
+                                      env=env, start_new_session=True, preexec_fn=end_with_parent)
         self._previous = {sig: signal.signal(sig, self._forward) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def _forward(self, signum, frame) -> None:
