@@ -38,10 +38,14 @@ def describe_data(event: Event) -> str:
             f"{event.get('trained_tokens'):,} of {event.get('train_tokens'):,} tokens trained")
 
 
-def describe_model(event: Event) -> str:
+def describe_parameters(event: Event) -> str:
+    """A model event's counts: "77,824 trainable of 1,194,112 parameters (6.517%)" (the TUI's line too)."""
     trainable, total = event.get("trainable_parameters", 0), event.get("total_parameters", 0) or 1
-    return (f"model: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.3f}%), "
-            f"quantization {event.get('quantization')}")
+    return f"{trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.3f}%)"
+
+
+def describe_model(event: Event) -> str:
+    return f"model: {describe_parameters(event)}, quantization {event.get('quantization')}"
 
 
 def describe_checkpoint(event: Event, folder: str = "") -> str:

@@ -19,6 +19,7 @@ from textual.message import Message
 from textual.worker import get_current_worker
 
 from tui_lora.tui.draft import Draft
+from tui_lora.tui.messages import ProbeAnswered
 from tui_lora.tui.screens.data import DataScreen
 from tui_lora.tui.screens.dialogs import ConfirmDialog, HelpDialog, SaveDialog
 from tui_lora.tui.screens.lora import LoraScreen
@@ -43,10 +44,17 @@ MODEL_KEYS = ("model.name_or_path", "model.revision", "model.trust_remote_code",
 
 
 @dataclass
-class ProbeAnswered(Message):
-    kind: str
-    key: tuple
-    answer: dict
+class RunLaunched(Message):
+    """The training process is running, detached, in `folder`."""
+
+    folder: Path
+
+
+@dataclass
+class LaunchFailed(Message):
+    """The training process did not start: why, in one line."""
+
+    reason: str
 
 
 def bundled(path: Path) -> bool:
@@ -197,8 +205,8 @@ class WizardApp(App):
         if self._asking.get(message.kind) == message.key:
             del self._asking[message.kind]
         self.probes[message.kind] = (message.key, message.answer)
-        if isinstance(self.screen, StepScreen):
-            self.screen.probe_answered(message.kind)
+        # The screen on top shows what it needs of the answer (a ProbeAnswered handler of its own).
+        self.screen.post_message(ProbeAnswered(message.kind, message.key, message.answer))
         if message.kind == "machine" and self._start_after_check and self.known("machine") is not None:
             self._start_after_check = False
             self.start_run()
@@ -272,15 +280,21 @@ class WizardApp(App):
         except Exception as exc:  # a UserError or RunFailed is one line; anything else is shown the same way
             from tui_lora.errors import first_line
 
-            self.call_from_thread(self._did_not_start, first_line(exc))
+            self.post_message(LaunchFailed(first_line(exc)))
             return
-        self.call_from_thread(self.watch_run, started.folder)
+        self.post_message(RunLaunched(started.folder))
 
-    def _did_not_start(self, reason: str) -> None:
-        self.start_failure = reason
+    @on(RunLaunched)
+    def _launched(self, message: RunLaunched) -> None:
+        self.watch_run(message.folder)
+
+    @on(LaunchFailed)
+    def _did_not_start(self, message: LaunchFailed) -> None:
+        self.start_failure = message.reason
         if isinstance(self.screen, StepScreen):
             self.screen.draft_changed()
-        self.notify(reason, title="The run did not start (the review shows why)", severity="error", timeout=10)
+        self.notify(message.reason, title="The run did not start (the review shows why)", severity="error",
+                    timeout=10)
 
     def watch_run(self, folder: Path) -> None:
         from tui_lora.tui.screens.run import RunScreen

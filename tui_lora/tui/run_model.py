@@ -10,9 +10,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from tui_lora.runs.events import Event
+from tui_lora.runs.display import describe_parameters
+from tui_lora.runs.events import FINAL_STATES, STOPPED_STATES, Event
 
-FINAL_STATES = ("finished", "failed", "interrupted", "aborted")
 PLOT_POINTS = 2000  # older points are thinned out: a plot is a few hundred cells wide anyway
 
 
@@ -98,8 +98,7 @@ class RunProgress:
             self.step = max(self.step, self.session_first_step)
         if event.get("adapter"):
             self.adapter = str(event["adapter"])
-        level = "error" if self.state == "failed" else "warning" if self.state in ("interrupted", "aborted") \
-            else "info"
+        level = "error" if self.state == "failed" else "warning" if self.state in STOPPED_STATES else "info"
         return [(level, f"{self.state}: {self.message}" if self.message else self.state)]
 
     def _on_progress(self, event: Event):
@@ -144,9 +143,8 @@ class RunProgress:
         return [(str(event.get("level", "info")), str(event.get("message", "")))]
 
     def _on_model(self, event: Event):
-        trainable, total = event.get("trainable_parameters", 0), event.get("total_parameters", 0) or 1
-        self.model_line = (f"{trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.3f}%), "
-                           f"quantisation {event.get('quantization')}")
+        # the counts as `tui-lora run` prints them; the word as the wizard spells it
+        self.model_line = f"{describe_parameters(event)}, quantisation {event.get('quantization')}"
         return [("info", f"model: {self.model_line}")]
 
     def _on_data(self, event: Event):

@@ -10,6 +10,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.widgets import Button, Static
 
+from tui_lora.tui.messages import ProbeAnswered
 from tui_lora.tui.screens.step import StepScreen
 
 PREVIEW_HINT = "Preview reads the first records and shows one example with its trained tokens highlighted."
@@ -57,8 +58,9 @@ class DataScreen(StepScreen):
         self.query_one("#data-summary", Static).update("reading and encoding the first records…")
         self.query_one("#data-example", Static).display = False
 
-    def probe_answered(self, kind: str) -> None:
-        if kind == "data":
+    @on(ProbeAnswered)
+    def _data_read(self, message: ProbeAnswered) -> None:
+        if message.kind == "data":
             self._show_preview()
 
     def draft_changed(self, key: str | None = None) -> None:

@@ -7,6 +7,7 @@ from textual.app import ComposeResult
 from textual.widgets import SelectionList, Static
 from textual.widgets.selection_list import Selection
 
+from tui_lora.tui.messages import ProbeAnswered
 from tui_lora.tui.screens.step import StepScreen
 
 ALL_LINEAR = "all-linear"
@@ -44,8 +45,9 @@ class LoraScreen(StepScreen):
         self._fill_choices()
         self.draft_changed()
 
-    def probe_answered(self, kind: str) -> None:
-        if kind == "model":
+    @on(ProbeAnswered)
+    def _model_known(self, message: ProbeAnswered) -> None:
+        if message.kind == "model":
             self._fill_choices()
             self._show_trainable()
 

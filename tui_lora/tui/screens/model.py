@@ -6,16 +6,13 @@ from textual import on
 from textual.app import ComposeResult
 from textual.widgets import Button, Input, Static
 
+from tui_lora.assets import is_builtin
+from tui_lora.config.rules import looks_local
+from tui_lora.tui.messages import ProbeAnswered
 from tui_lora.tui.screens.step import StepScreen
 
 TRUST_WARNING = ("✗ trust_remote_code is on: Python files shipped with this model will run on this machine "
                  "with your permissions when it loads. F1 explains when that is needed.")
-
-
-def looks_local(ref: str) -> bool:
-    from tui_lora.config.rules import looks_local as local_path
-
-    return ref.startswith("builtin:") or local_path(ref)
 
 
 def describe_model(info: dict) -> str:
@@ -71,7 +68,7 @@ class ModelScreen(StepScreen):
         """Local and builtin models are read at once; a hub id waits for Enter or the button,
         so typing a name does not send a request per keystroke."""
         ref = str(self.draft.get("model.name_or_path"))
-        if ref and looks_local(ref) and self.app.known("model") is None:
+        if ref and (is_builtin(ref) or looks_local(ref)) and self.app.known("model") is None:
             self.app.ask("model")
             self._show_info()
 
@@ -89,8 +86,9 @@ class ModelScreen(StepScreen):
             self.app.ask("model")
             self._show_info()
 
-    def probe_answered(self, kind: str) -> None:
-        if kind == "model":
+    @on(ProbeAnswered)
+    def _model_known(self, message: ProbeAnswered) -> None:
+        if message.kind == "model":
             self._show_info()
 
     def _show_info(self) -> None:

@@ -9,6 +9,8 @@ from textual import on
 from textual.app import ComposeResult
 from textual.widgets import RadioButton, RadioSet, Static
 
+from tui_lora.config.schema import QuantizationSettings
+from tui_lora.tui.messages import ProbeAnswered
 from tui_lora.tui.screens.step import StepScreen
 from tui_lora.tui.widgets.choices import mark_chosen
 from tui_lora.tui.widgets.setting_field import SettingField
@@ -24,9 +26,11 @@ FOUR_BIT_KEYS = ("quantization.quant_type", "quantization.double_quant", "quanti
 
 
 def current_mode(draft) -> str:
-    if draft.get("quantization.load_in_4bit"):
-        return "4-bit"
-    return "8-bit" if draft.get("quantization.load_in_8bit") else "none"
+    """The choice in the run's own words (config.quantization.mode: "4-bit", "8-bit", "none"), from the two
+    switches as the draft holds them. Not draft.check.config: there a value the schema refuses (a hand-edited
+    load_in_4bit = "yes") has fallen back to its default, and the buttons show what the run file says."""
+    return QuantizationSettings(load_in_8bit=draft.get("quantization.load_in_8bit"),
+                                load_in_4bit=draft.get("quantization.load_in_4bit")).mode
 
 
 def _button_id(mode: str) -> str:
@@ -86,8 +90,9 @@ class QuantizationScreen(StepScreen):
                 field.disabled = not four_bit
         self._show_memory()
 
-    def probe_answered(self, kind: str) -> None:
-        if kind == "model":
+    @on(ProbeAnswered)
+    def _model_known(self, message: ProbeAnswered) -> None:
+        if message.kind == "model":
             self._show_memory()
 
     def _show_memory(self) -> None:

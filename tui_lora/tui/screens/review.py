@@ -17,6 +17,7 @@ from textual.widgets.option_list import Option
 from tui_lora.runs.launcher import needs_launcher
 from tui_lora.config.load import ConfigIssue
 from tui_lora.tui.draft import OUTPUT_DIR, issue_from_line, machine_issues
+from tui_lora.tui.messages import ProbeAnswered
 from tui_lora.tui.screens.step import StepScreen
 from tui_lora.tui.screens.training import launch_line
 
@@ -53,8 +54,9 @@ class ReviewScreen(StepScreen):
         super().on_screen_resume()
         self.app.ask("machine")  # a step visited since may have changed precision or quantisation
 
-    def probe_answered(self, kind: str) -> None:
-        if kind == "machine":
+    @on(ProbeAnswered)
+    def _machine_checked(self, message: ProbeAnswered) -> None:
+        if message.kind == "machine":
             self.draft_changed()
 
     def draft_changed(self, key: str | None = None) -> None:

@@ -2,23 +2,27 @@
 
 The screen holds nothing of the training but a file offset: the run is its own process,
 so leaving (or losing the SSH connection) changes nothing for it, and attaching later
-replays the log from the start so the plot and the counters come back whole.
+replays the log from the start so the plot and the counters come back whole. A thread
+worker reads and parses the log (megabytes of it when a long run is replayed) and posts
+what it found; the screen folds that in and draws.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.message import Message
 from textual.screen import Screen
 from rich.text import Text
 from textual.widgets import Button, Footer, ProgressBar, RichLog, Static
 
-from tui_lora.runs.events import EventTail
+from tui_lora.runs.events import STOPPED_STATES, Event, EventTail
 from tui_lora.runs.display import clock
 from tui_lora.tui.run_model import RunProgress, kept_checkpoints
 from tui_lora.tui.screens.chat import ChatScreen
@@ -26,7 +30,18 @@ from tui_lora.tui.screens.dialogs import ConfirmDialog
 from tui_lora.tui.widgets.loss_plot import LossPlot
 
 POLL_SECONDS = 0.25  # how often the log is read and the screen redrawn: at most 4 times a second
+OWNER_SECONDS = 2.0  # how often the training process is looked for: cheap, but not worth doing 4 times a second
 LOG_LINES = 5000     # the log pane keeps this many lines; the full log stays in the run folder
+
+
+@dataclass
+class LogRead(Message, bubble=False):
+    """One read of the run folder: the events appended since the last one, and, when they were looked at this
+    time, whether the training process is there and which checkpoints the folder still holds (else None)."""
+
+    events: list[Event]
+    alive: bool | None
+    kept: list[int] | None
 
 
 def number(value, fmt: str) -> str:
@@ -66,7 +81,7 @@ class RunScreen(Screen[tuple[str, str]]):
         self.tail = EventTail(self.folder / "events.jsonl")
         self._owner_checked = 0.0
         self._alive = True
-        self._abort_sent = False
+        self._reading = False  # a read is on its way: the next tick waits for it, so events stay in order
 
     def compose(self) -> ComposeResult:
         from tui_lora.places import display_path
@@ -99,7 +114,28 @@ class RunScreen(Screen[tuple[str, str]]):
     # ------------------------------------------------------------ reading the log
 
     def _poll(self) -> None:
+        if not self._reading:
+            self._reading = True
+            self._read()
+
+    @work(thread=True, group="run-log")
+    def _read(self) -> None:
+        """Off the UI thread: read and parse what the log gained, look for the process now and then."""
         events = self.tail.read()
+        alive = kept = None
+        now = time.monotonic()
+        if now - self._owner_checked > OWNER_SECONDS:
+            self._owner_checked = now
+            alive = self._run_alive()
+        if alive is not None or any(event.get("type") == "checkpoint" for event in events):
+            # The folder, not the events, says which checkpoints are left (save_total_limit deletes old ones).
+            kept = kept_checkpoints(self.folder)
+        self.post_message(LogRead(events, alive, kept))
+
+    @on(LogRead)
+    def _log_read(self, message: LogRead) -> None:
+        self._reading = False
+        events = message.events
         lines: list[str] = []
         for event in events:
             for level, text in self.progress.apply(event):
@@ -111,14 +147,10 @@ class RunScreen(Screen[tuple[str, str]]):
             for line in lines:
                 log.write(Text(line))
             self.logged = (self.logged + lines)[-LOG_LINES:]
-        now = time.monotonic()
-        checked = False
-        if now - self._owner_checked > 2.0:  # a process check is cheap, but not worth doing 4 times a second
-            self._owner_checked, checked = now, True
-            self._alive = self._run_alive()
-        if checked or any(event.get("type") == "checkpoint" for event in events):
-            # The folder, not the events, says which checkpoints are left (save_total_limit deletes old ones).
-            self.kept = kept_checkpoints(self.folder)
+        if message.alive is not None:
+            self._alive = message.alive
+        if message.kept is not None:
+            self.kept = message.kept
         if events or not self._alive:
             self._draw(plot=bool(events))
 
@@ -180,7 +212,7 @@ class RunScreen(Screen[tuple[str, str]]):
             metrics = (p.result or {}).get("metrics", {})
             loss = f" · eval_loss {metrics['eval_loss']:.4f}" if isinstance(metrics.get("eval_loss"), float) else ""
             return f"✓ finished at step {p.step}{loss} · adapter: {p.adapter}"
-        if p.state in ("interrupted", "aborted"):
+        if p.state in STOPPED_STATES:
             return f"■ {p.state}: {p.message}"
         if p.state == "failed":
             from tui_lora.places import display_path
@@ -209,7 +241,6 @@ class RunScreen(Screen[tuple[str, str]]):
             from tui_lora.runs.detach import abort
 
             pid = abort(self.folder)
-            self._abort_sent = pid is not None
             self.notify("stop requested: a checkpoint is saved after the current step, then the run ends"
                         if pid else "no training process holds this run folder", title="Abort")
 

@@ -6,6 +6,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.widgets import Button, RadioButton, RadioSet, Static
 
+from tui_lora.tui.messages import ProbeAnswered
 from tui_lora.tui.screens.step import StepScreen
 from tui_lora.tui.widgets.choices import mark_chosen
 
@@ -77,8 +78,9 @@ class SourceScreen(StepScreen):
         self.app.ask("hub")
         self.query_one("#hub-report", Static).update("checking…")
 
-    def probe_answered(self, kind: str) -> None:
-        if kind != "hub":
+    @on(ProbeAnswered)
+    def _hub_checked(self, message: ProbeAnswered) -> None:
+        if message.kind != "hub":
             return
         answer = self.app.known("hub")
         if answer is None:  # the draft changed while the check ran: its answer is about another setting

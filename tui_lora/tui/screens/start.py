@@ -13,6 +13,7 @@ from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
 from tui_lora.errors import UserError
+from tui_lora.runs.events import STOPPED_STATES
 from tui_lora.tui.draft import Draft
 from tui_lora.tui.screens.dialogs import ConfirmDialog
 
@@ -44,7 +45,7 @@ def home_as_tilde(text: str) -> str:
 
 def resumable(status) -> bool:
     """A run that stopped before its end and left a checkpoint to go on from."""
-    return status.state in ("interrupted", "aborted", "died", "failed") and status.latest_checkpoint is not None
+    return status.state in (*STOPPED_STATES, "died", "failed") and status.latest_checkpoint is not None
 
 
 def _description(path: Path) -> str:

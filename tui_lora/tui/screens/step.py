@@ -128,9 +128,6 @@ class StepScreen(Screen):
     def draft_changed(self, key: str | None = None) -> None:
         """Hook for steps that show something derived from the draft (estimates, hints)."""
 
-    def probe_answered(self, kind: str) -> None:
-        """Hook for steps that show what a probe found (the model's layers, a data preview)."""
-
     # ------------------------------------------------------------ help
 
     def on_descendant_focus(self, event: events.DescendantFocus) -> None:
