@@ -196,6 +196,14 @@ def _locate(key: str, ref: str) -> tuple[Path | None, ConfigIssue | None]:
     return None, None  # a hub id: checked when it is downloaded
 
 
+def _local_folder(key: str, ref: str, holding: str) -> tuple[Path | None, ConfigIssue | None]:
+    """_locate for a value that must be a folder: a local file is the problem, named with what to give."""
+    path, problem = _locate(key, ref)
+    if path is not None and not path.is_dir():
+        return None, ConfigIssue(key, f"{ref!r} is a file; give {holding}")
+    return path, problem
+
+
 def _has_tokenizer(folder: Path) -> bool:
     return any((folder / name).is_file() for name in TOKENIZER_FILES)
 
@@ -203,13 +211,10 @@ def _has_tokenizer(folder: Path) -> bool:
 def _model_source(key: str, ref: str, needs_tokenizer: bool) -> Iterator[ConfigIssue]:
     """A local model folder must hold a transformers config, weights and (unless another tokenizer
     is named) tokenizer files; a hub id is checked when it is downloaded."""
-    path, problem = _locate(key, ref)
+    path, problem = _local_folder(key, ref, "the model folder (the one holding config.json)")
     if problem:
         yield problem
     if path is None:
-        return
-    if not path.is_dir():
-        yield ConfigIssue(key, f"{ref!r} is a file; give the model folder (the one holding config.json)")
         return
     config = path / "config.json"
     if not config.is_file():
@@ -237,14 +242,10 @@ def _model_config(key: str, path: Path) -> Iterator[ConfigIssue]:
 
 
 def _tokenizer_source(key: str, ref: str) -> Iterator[ConfigIssue]:
-    path, problem = _locate(key, ref)
+    path, problem = _local_folder(key, ref, "the folder holding the tokenizer files")
     if problem:
         yield problem
-    if path is None:
-        return
-    if not path.is_dir():
-        yield ConfigIssue(key, f"{ref!r} is a file; give the folder holding the tokenizer files")
-    elif not _has_tokenizer(path):
+    if path is not None and not _has_tokenizer(path):
         yield ConfigIssue(key, f"{ref!r} holds no tokenizer files ({', '.join(TOKENIZER_FILES)})")
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tui_lora.errors import RunFailed, UserError
-from tui_lora.runs.folder import RunFolder, _alive
+from tui_lora.runs.folder import RunFolder, process_alive
 
 
 @dataclass(frozen=True)
@@ -64,9 +64,9 @@ def start_detached(preset: str | Path, overrides: list[str] = (), resume: str | 
         )
 
     deadline = time.monotonic() + wait
-    while child.poll() is None and folder._lock_owner() != child.pid and time.monotonic() < deadline:
+    while child.poll() is None and folder.lock_holder() != child.pid and time.monotonic() < deadline:
         time.sleep(0.05)
-    if child.returncode is not None and folder._lock_owner() != child.pid:
+    if child.returncode is not None and folder.lock_holder() != child.pid:
         if child.returncode == 0:  # done already (a very short run)
             return DetachedRun(folder.path, child.pid)
         last = _last_line(folder.console_log) or f"exit status {child.returncode}"
@@ -106,7 +106,7 @@ def abort(folder: str | Path) -> int | None:
 def wait_gone(pid: int, timeout: float) -> bool:
     """Wait until process pid has ended (a zombie counts as ended); True if it did within timeout seconds."""
     deadline = time.monotonic() + timeout
-    while _alive(pid):
+    while process_alive(pid):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.05)

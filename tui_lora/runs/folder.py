@@ -82,8 +82,8 @@ class RunFolder:
                     os.link(staged, self.lock_file)
                     return
                 except FileExistsError:
-                    owner = self._lock_owner()
-                    if owner is not None and _alive(owner):
+                    owner = self.lock_holder()
+                    if owner is not None and process_alive(owner):
                         raise UserError(f"{self.path} is in use by a running training process (pid {owner}); "
                                         "wait for it, or choose another training.output_dir") from None
                     self.lock_file.unlink(missing_ok=True)
@@ -92,22 +92,24 @@ class RunFolder:
             os.unlink(staged)
 
     def release(self) -> None:
-        if self._lock_owner() == os.getpid():
+        if self.lock_holder() == os.getpid():
             self.lock_file.unlink(missing_ok=True)
 
     def owner(self) -> int | None:
         """The pid of the live process holding this folder's lock, or None when no run is active here."""
-        owner = self._lock_owner()
-        return owner if owner is not None and _alive(owner) else None
+        owner = self.lock_holder()
+        return owner if owner is not None and process_alive(owner) else None
 
-    def _lock_owner(self) -> int | None:
+    def lock_holder(self) -> int | None:
+        """The pid written in the lock, alive or not (owner() is the live one)."""
         try:
             return int(self.lock_file.read_text().strip())
         except (OSError, ValueError):
             return None
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether pid is a running process (a zombie, dead but not yet reaped, is not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
