@@ -191,3 +191,27 @@ def test_a_mistyped_command_is_one_line_with_the_nearest_one():
     assert nothing_near.returncode == 2 and nothing_near.stderr.count("\n") == 1
     assert "unknown command 'xyzzy'; commands are run, validate" in nothing_near.stderr
     assert run_cli("--version").returncode == 0 and run_cli("runs", "--json").returncode == 0
+
+
+def test_a_run_file_without_a_run_folder_gets_a_fresh_one_each_time(tmp_path, monkeypatch, capsys):
+    import datetime
+
+    from conftest import tiny_run_file, write_run_file
+
+    raw = tiny_run_file(tmp_path / "unused")
+    del raw["training"]["output_dir"]
+    run_file = write_run_file(tmp_path / "no-folder.toml", raw)
+    monkeypatch.chdir(tmp_path)
+    day = datetime.date.today().isoformat()
+    assert main(["run", str(run_file), "--print-command"]) == 0
+    out, err = capsys.readouterr()
+    # decided once, here, and handed to every process the run starts (they read the run file again)
+    assert f"--set training.output_dir=runs/tiny-chat-{day}-1" in out
+    assert err == f"run folder: runs/tiny-chat-{day}-1 (the run file names no training.output_dir)\n"
+    (tmp_path / "runs" / f"tiny-chat-{day}-1").mkdir(parents=True)
+    assert main(["run", str(run_file), "--print-command", "--set", "model.name_or_path=builtin:tiny-chat"]) == 0
+    assert f"training.output_dir=runs/tiny-chat-{day}-2" in capsys.readouterr().out
+    # a folder the user names, in the file or with --set, is theirs: nothing is added
+    assert main(["run", str(run_file), "--print-command", "--set", "training.output_dir=mine"]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("training.output_dir") == 1 and err == ""

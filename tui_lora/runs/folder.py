@@ -260,3 +260,26 @@ def fresh_run_folder(model_ref: str, taken: str | None = None, today=None, paren
     while Path(f"{stem}-{counter}").expanduser().exists():
         counter += 1
     return f"{stem}-{counter}"
+
+
+def with_new_run_folder(run_file: Path, overrides: list[str]) -> list[str]:
+    """overrides, plus `training.output_dir=<a fresh folder>` when neither the run file nor --set names one.
+
+    The schema's default folder (runs/run) would make every second run without an output_dir collide with
+    the first; such a run gets its own folder instead (model, date, counter), worked out once here so that
+    the launcher's processes and a detached child all train into the same one (each resolves the run file
+    again). A resume is left alone: it continues a folder that exists.
+    """
+    from tui_lora.config.load import parse_override, read_toml
+
+    named = [parse_override(text) for text in overrides]
+    if any((section, key) == ("training", "output_dir") for section, key, _ in named):
+        return list(overrides)
+    raw = read_toml(Path(run_file))
+    training = raw.get("training")
+    if isinstance(training, dict) and "output_dir" in training:
+        return list(overrides)
+    model = raw.get("model", {}).get("name_or_path", "") if isinstance(raw.get("model"), dict) else ""
+    model = next((value for section, key, value in named if (section, key) == ("model", "name_or_path")), model)
+    return [*overrides, f"training.output_dir={fresh_run_folder(str(model))}"]
+
