@@ -31,22 +31,30 @@ def describe_data(answer: dict) -> str:
 
 class DataScreen(StepScreen):
     TITLE = "Data"
-    FIELDS = ("data.path", "data.format", "data.split", "data.validation_split", "tokenizer.max_length",
-              "tokenizer.truncation", "data.train_on", "data.max_samples", "data.streaming", "data.max_bad_share",
-              "data.map_batch_size", "data.num_proc", "collator.padding", "collator.pad_to_multiple_of",
-              "collator.packing")
+    # what the preview depends on first; then tuning; then the column mapping, last, as most data needs none
+    BASIC = ("data.path", "data.format", "data.split", "data.validation_split", "tokenizer.max_length",
+             "tokenizer.truncation", "data.train_on", "data.system_prompt", "data.system_prompt_mode")
+    MORE = ("data.max_samples", "data.streaming", "data.max_bad_share", "data.map_batch_size", "data.num_proc",
+            "collator.padding", "collator.pad_to_multiple_of", "collator.packing")
+    MAPPING = ("data.messages_column", "data.role_key", "data.content_key", "data.user_roles",
+               "data.assistant_roles", "data.system_roles", "data.prompt_column", "data.input_column",
+               "data.reply_column", "data.system_column")
+    FIELDS = BASIC + MORE + MAPPING
 
     def body(self) -> ComposeResult:
         yield self.setting("data.path", label="path",
                            placeholder="data.jsonl, a folder, BelleGroup/multiturn_chat_0.8M or builtin:belle-sample")
-        for key in self.FIELDS[1:7]:
+        for key in self.BASIC[1:]:
             yield self.setting(key)
         # The preview sits right after the settings that change what it shows; the rest are for tuning.
         yield Button("Preview", id="preview", compact=True)
         yield Static(PREVIEW_HINT, id="data-summary", markup=False)
         yield Static("", id="data-example")
         yield Static("More data settings", classes="group-title")
-        for key in self.FIELDS[7:]:
+        for key in self.MORE:
+            yield self.setting(key)
+        yield Static("Records in a layout of their own (column mapping)", classes="group-title")
+        for key in self.MAPPING:
             yield self.setting(key)
 
     @on(Button.Pressed, "#preview")
