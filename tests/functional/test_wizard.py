@@ -646,6 +646,10 @@ def test_a_bundled_preset_runs_as_it_is_and_a_changed_one_is_never_saved_over_it
             assert time.monotonic() < deadline, "the run screen never came"
             await pilot.pause(0.2)
         assert app.screen.folder == tmp_path / "runs" / "demo"
+        # the run takes its folder before it writes run.toml; on a busy machine an abort can fall between the two
+        while not (app.screen.folder / "run.toml").exists():
+            assert time.monotonic() < deadline, "the run never wrote its run.toml"
+            await pilot.pause(0.2)
         pid = abort(app.screen.folder) or RunFolder(app.screen.folder).owner()
         if pid:
             assert wait_gone(pid, 30)
