@@ -112,13 +112,12 @@ def cmd_hub_check(args) -> int:
 
 def cmd_run(args) -> int:
     if args.resume is None:
-        from tui_lora.runs.folder import with_new_run_folder
+        from tui_lora.runs.folder import new_run_folder
 
-        given = list(args.set or [])
-        args.set = with_new_run_folder(run_file_of(args.preset), given)
-        if args.set != given:
-            print(f"run folder: {args.set[-1].split('=', 1)[1]} (the run file names no training.output_dir)",
-                  file=sys.stderr)
+        fresh = new_run_folder(run_file_of(args.preset), args.set or [])
+        if fresh:
+            args.set = [*(args.set or []), f"training.output_dir={fresh}"]
+            print(f"run folder: {fresh} (the run file names no training.output_dir)", file=sys.stderr)
     if getattr(args, "print_command", False):
         return print_command(args)
     if getattr(args, "detach", False):

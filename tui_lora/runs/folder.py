@@ -24,6 +24,11 @@ from tui_lora.errors import UserError
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
+def checkpoint_step(path: Path) -> int:
+    """The step of a checkpoint folder (checkpoint-N)."""
+    return int(CHECKPOINT.match(path.name).group(1))
+
+
 class RunFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path).expanduser().absolute()
@@ -57,7 +62,7 @@ class RunFolder:
 
     def checkpoint_steps(self) -> list[int]:
         """The steps of the complete checkpoints, oldest first."""
-        return [int(CHECKPOINT.match(path.name).group(1)) for path in self.checkpoints()]
+        return [checkpoint_step(path) for path in self.checkpoints()]
 
     def latest_checkpoint(self) -> Path | None:
         found = self.checkpoints()
@@ -262,24 +267,24 @@ def fresh_run_folder(model_ref: str, taken: str | None = None, today=None, paren
     return f"{stem}-{counter}"
 
 
-def with_new_run_folder(run_file: Path, overrides: list[str]) -> list[str]:
-    """overrides, plus `training.output_dir=<a fresh folder>` when neither the run file nor --set names one.
+def new_run_folder(run_file: Path, overrides: list[str]) -> str | None:
+    """A fresh folder for a run whose run file and --set name no training.output_dir, else None.
 
     The schema's default folder (runs/run) would make every second run without an output_dir collide with
-    the first; such a run gets its own folder instead (model, date, counter), worked out once here so that
-    the launcher's processes and a detached child all train into the same one (each resolves the run file
-    again). A resume is left alone: it continues a folder that exists.
+    the first; such a run gets its own folder instead (model, date, counter). The caller works it out once
+    and hands it on as `--set training.output_dir=…`, so that the launcher's processes and a detached child
+    all train into the same one (each resolves the run file again). A resume is left alone: it continues a
+    folder that exists.
     """
     from tui_lora.config.load import parse_override, read_toml
 
     named = [parse_override(text) for text in overrides]
     if any((section, key) == ("training", "output_dir") for section, key, _ in named):
-        return list(overrides)
+        return None
     raw = read_toml(Path(run_file))
     training = raw.get("training")
     if isinstance(training, dict) and "output_dir" in training:
-        return list(overrides)
+        return None
     model = raw.get("model", {}).get("name_or_path", "") if isinstance(raw.get("model"), dict) else ""
     model = next((value for section, key, value in named if (section, key) == ("model", "name_or_path")), model)
-    return [*overrides, f"training.output_dir={fresh_run_folder(str(model))}"]
-
+    return fresh_run_folder(str(model))

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tui_lora.runs.events import FINAL_STATES, STOPPED_STATES
-from tui_lora.runs.folder import CHECKPOINT, RunFolder
+from tui_lora.runs.folder import RunFolder, checkpoint_step
 
 
 
@@ -125,7 +125,7 @@ def read_status(folder: str | Path) -> RunStatus:
     status = RunStatus(folder=run.path, state="new", pid=run.owner(),
                        adapter=run.adapter if run.adapter.is_dir() else None,
                        latest_checkpoint=on_disk[-1] if on_disk else None,
-                       checkpoints=[int(CHECKPOINT.match(path.name).group(1)) for path in on_disk])
+                       checkpoints=[checkpoint_step(path) for path in on_disk])
     for line in reversed(tail):
         event = _parse(line)
         if event is not None and isinstance(event.get("t"), (int, float)):
