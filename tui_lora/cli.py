@@ -35,7 +35,7 @@ def cmd_validate(args) -> int:
     lora = config.lora
     targets = lora.target_modules if isinstance(lora.target_modules, str) else ", ".join(lora.target_modules)
     print(f"{args.preset}: ok — model {config.model.name_or_path}, quantization {config.quantization.mode}, "
-          f"LoRA r={lora.r} alpha={lora.lora_alpha} on {targets}, data {config.data.path}, "
+          f"LoRA r={lora.r} alpha={lora.lora_alpha} on {targets}, data {config.data.described()}, "
           f"run folder {config.training.output_dir}")
     return 0
 

@@ -78,12 +78,13 @@ def source_name(settings: HubSettings) -> str:
 
 
 @contextmanager
-def hub_errors(ref: str, repo_type: str, settings: HubSettings) -> Iterator[None]:
-    """One line for everything that can go wrong between us and a hub."""
+def hub_errors(ref: str, repo_type: str, settings: HubSettings, key: str = "") -> Iterator[None]:
+    """One line for everything that can go wrong between us and a hub; `key` names the run-file key the id came
+    from when it is not the kind's usual one (data.sources[2].path)."""
     from huggingface_hub import errors
 
     where = source_name(settings)
-    key = {"dataset": "data.path", "tokenizer": "tokenizer.name_or_path"}.get(repo_type, "model.name_or_path")
+    key = key or _usual_key(repo_type)
     try:
         yield
     except errors.HFValidationError as exc:  # config/rules.py checks ids first; this is the library's own word
@@ -208,6 +209,10 @@ def _download_progress(emit: Emit, ref: str):
     return EventsTqdm
 
 
+def _usual_key(kind: str) -> str:
+    return {"dataset": "data.path", "tokenizer": "tokenizer.name_or_path"}.get(kind, "model.name_or_path")
+
+
 # A tokenizer named on its own needs these files only, not the weights of the repo it lives in.
 TOKENIZER_PATTERNS = ["*.json", "*.model", "*.txt", "*.jinja", "*.tiktoken", "*.py"]
 
@@ -253,15 +258,18 @@ def _cached(ref: str, kind: str, revision: str, settings: HubSettings) -> Path:
                                   allow_patterns=TOKENIZER_PATTERNS if kind == "tokenizer" else None))
 
 
-def fetch(ref: str, kind: str, revision: str, settings: HubSettings, emit: Emit | None = None) -> Path:
-    """The local folder holding `ref` (a hub id of kind model, tokenizer or dataset), downloading what is missing."""
+def fetch(ref: str, kind: str, revision: str, settings: HubSettings, emit: Emit | None = None,
+          key: str = "") -> Path:
+    """The local folder holding `ref` (a hub id of kind model, tokenizer or dataset), downloading what is missing;
+    `key` is the run-file key a failure names, when not the kind's usual one."""
     emit = emit or (lambda *args, **kwargs: None)
     if settings.source == "modelscope":
-        return _fetch_modelscope(ref, "dataset" if kind == "dataset" else "model", revision, settings, emit)
+        return _fetch_modelscope(ref, "dataset" if kind == "dataset" else "model", revision, settings, emit,
+                                 key or _usual_key(kind))
     from huggingface_hub import snapshot_download
 
     bound_timeouts(settings.timeout)
-    with hub_errors(ref, kind, settings):
+    with hub_errors(ref, kind, settings, key):
         # HF_HUB_OFFLINE=1 in the environment means what hub.offline means: the cache, or a clear miss
         if settings.offline or environment_offline():
             return _cached(ref, kind, revision, settings)
@@ -273,7 +281,8 @@ def fetch(ref: str, kind: str, revision: str, settings: HubSettings, emit: Emit 
         return Path(folder)
 
 
-def _fetch_modelscope(ref: str, repo_type: str, revision: str, settings: HubSettings, emit: Emit) -> Path:
+def _fetch_modelscope(ref: str, repo_type: str, revision: str, settings: HubSettings, emit: Emit,
+                      key: str) -> Path:
     try:
         from modelscope.hub.snapshot_download import dataset_snapshot_download, snapshot_download
     except ImportError:
@@ -288,7 +297,6 @@ def _fetch_modelscope(ref: str, repo_type: str, revision: str, settings: HubSett
             folder = dataset_snapshot_download(ref, **kwargs)
     except Exception as exc:  # modelscope raises plain exceptions of many kinds for a missing id or no network
         reason = first_line(exc)
-        key = "data.path" if repo_type == "dataset" else "model.name_or_path"
         raise UserError(f"{key}: cannot fetch {ref!r} from ModelScope: {reason}") from None
     emit("download", repo=ref, state="done", folder=str(folder))
     return Path(folder)
@@ -302,8 +310,8 @@ def resolve_sources(config: RunConfig, emit: Emit | None = None) -> RunConfig:
     if is_hub_id(tokenizer.name_or_path):
         tokenizer = replace(tokenizer, name_or_path=str(fetch(tokenizer.name_or_path, "tokenizer", "main",
                                                               config.hub, emit)))
-    if is_hub_id(data.path):
-        data = replace(data, path=str(fetch(data.path, "dataset", "main", config.hub, emit)))
+    data = data.with_paths([str(fetch(ref, "dataset", "main", config.hub, emit, key)) if is_hub_id(ref) else ref
+                            for key, ref in data.keyed_paths()])
     return replace(config, model=model, tokenizer=tokenizer, data=data)
 
 
@@ -353,7 +361,7 @@ def check_hub(config: RunConfig) -> tuple[list[str], bool]:
     ids = [(kind, ref, revision) for kind, ref, revision in (
         ("model", config.model.name_or_path, config.model.revision),
         ("tokenizer", config.tokenizer.name_or_path, "main"),
-        ("dataset", config.data.path, "main")) if is_hub_id(ref)]
+        *(("dataset", path, "main") for _, path in config.data.keyed_paths())) if is_hub_id(ref)]
     if not ids:
         return ["nothing to fetch: the model and the data are local"], True
     if settings.source == "modelscope":

@@ -388,49 +388,60 @@ def probe_data(config: RunConfig) -> dict:
     "sampled" is true when the run will see more records than the probe encoded.
     """
     from tui_lora.data.encode import label_mask_segments
+    from tui_lora.data.mix import first_of_each
     from tui_lora.data.prepare import encode_records
     from tui_lora.models import load_tokenizer
 
-    wanted = config.data.max_samples
-    capped = not wanted or wanted > DATA_SAMPLE_CAP  # the probe's cap, not the run's own max_samples
-    cap = DATA_SAMPLE_CAP if capped else wanted
+    data = config.data
+    # the probe's own cap on each source (shared out between several), not the run's max_samples
+    each = DATA_SAMPLE_CAP if not data.sources else max(SHOWN_EXAMPLES, DATA_SAMPLE_CAP // len(data.sources))
+    capped = [not source.max_samples or source.max_samples > each for source in data.source_list()]
+    caps = [each if cut else source.max_samples for cut, source in zip(capped, data.source_list())]
     # one process: a pool of tokenising workers costs more than 200 records, and would outlive a timeout
-    config = replace(config, data=replace(config.data, max_samples=cap, num_proc=1))
-    config = _tokenizer_and_data_sources(config)
+    if data.sources:
+        data = replace(data, sources=[replace(source, max_samples=cap) for source, cap in zip(data.sources, caps)])
+    else:
+        data = replace(data, max_samples=caps[0])
+    config = _tokenizer_and_data_sources(replace(config, data=replace(data, num_proc=1)))
     tokenizer = load_tokenizer(config)
     examples, report = encode_records(config, tokenizer)
     pad = config.collator.label_pad_token_id
     if config.data.streaming:
         rows = list(examples)
-        counts = _streamed_counts(rows)
-        counts["sampled"] = capped  # a stream's length is unknown; it is read no further than the cap
+        counts = _streamed_counts(rows, len(caps))
+        counts["sampled"] = any(capped)  # a stream's length is unknown; it is read no further than the cap
         lengths = [row["n_tokens"] for row in rows]
     else:
-        rows = list(examples.select(range(min(SHOWN_EXAMPLES, len(examples)))))
+        rows = list(examples.select(first_of_each(examples, SHOWN_EXAMPLES)))
         counts = {"records": report.records, "skipped": report.skipped, "skip_reasons": report.skip_reasons,
                   "truncated": report.truncated,
-                  "sampled": capped and report.records == cap and _more_than(config, cap)}
+                  "sampled": any(cut and source.records == cap and _more_than(config, number, cap)
+                                 for number, (cut, cap, source) in enumerate(zip(capped, caps, report.sources)))}
         lengths = [int(n) for n in examples["n_tokens"]]  # a datasets Column, not a list
     shown = [{"segments": [[text, trained] for text, trained in
                            label_mask_segments(tokenizer, row["input_ids"], row["labels"], pad)],
-              "tokens": row["n_tokens"], "trained": row["n_trained"]} for row in rows[:SHOWN_EXAMPLES]]
+              "tokens": row["n_tokens"], "trained": row["n_trained"], "source": row["source"]}
+             for row in rows[:SHOWN_EXAMPLES]]
+    sources = [{"path": source.path, "format": source.format, "records": source.records, "skipped": source.skipped,
+                "truncated": source.truncated} for source in report.sources]
     return {"ok": True, "format": report.format, **counts, "used_default_template": report.used_default_template,
-            "examples": shown, "lengths": lengths}
+            "examples": shown, "lengths": lengths, "sources": sources}
 
 
-def _streamed_counts(rows: list[dict]) -> dict:
-    """A streamed data set passes only usable rows; skipped ones show as gaps in the record numbers
+def _streamed_counts(rows: list[dict], sources: int) -> dict:
+    """A streamed data set passes only usable rows; skipped ones show as gaps in each source's record numbers
     (their reasons are not kept, and unusable records after the last usable one go unseen)."""
-    seen = max((row["record"] for row in rows), default=0)
+    seen = sum(max((row["record"] for row in rows if row["source"] == number), default=0)
+               for number in range(sources))
     return {"records": seen, "skipped": seen - len(rows), "skip_reasons": {},
             "truncated": sum(1 for row in rows if row["truncated"])}
 
 
-def _more_than(config: RunConfig, cap: int) -> bool:
-    """Whether the data set has records beyond the ones encoded (the second read comes from datasets' cache)."""
+def _more_than(config: RunConfig, number: int, cap: int) -> bool:
+    """Whether a source has records beyond the ones encoded (the second read comes from datasets' cache)."""
     from tui_lora.data.sources import load_records
 
-    return len(load_records(config.data)) > cap
+    return len(load_records(config.data.source_list()[number])) > cap
 
 
 def _tokenizer_and_data_sources(config: RunConfig) -> RunConfig:
@@ -438,7 +449,8 @@ def _tokenizer_and_data_sources(config: RunConfig) -> RunConfig:
     from tui_lora.hub import fetch, is_hub_id
 
     model, tokenizer, data, hub = config.model, config.tokenizer, config.data, config.hub
-    _check_ref("data.path", data.path, hub)
+    for key, ref in data.keyed_paths():
+        _check_ref(key, ref, hub)
     if tokenizer.name_or_path:
         _check_ref("tokenizer.name_or_path", tokenizer.name_or_path, hub)
         if is_hub_id(tokenizer.name_or_path):
@@ -450,8 +462,8 @@ def _tokenizer_and_data_sources(config: RunConfig) -> RunConfig:
             # load_tokenizer reads the model's folder when no tokenizer is named; give it the tokenizer's files
             folder = _fetch_tokenizer("model.name_or_path", model.name_or_path, model.revision, hub)
             model = replace(model, name_or_path=str(folder))
-    if is_hub_id(data.path):
-        data = replace(data, path=str(fetch(data.path, "dataset", "main", hub)))
+    data = data.with_paths([str(fetch(ref, "dataset", "main", hub, key=key)) if is_hub_id(ref) else ref
+                            for key, ref in data.keyed_paths()])
     return replace(config, model=model, tokenizer=tokenizer, data=data)
 
 

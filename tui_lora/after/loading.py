@@ -114,7 +114,7 @@ def prepare_sources(config: RunConfig, with_data: bool = False) -> RunConfig:
     check_device_map(config)
     if with_data:
         return resolve_sources(config)
-    without_data = replace(config, data=replace(config.data, path=""))
+    without_data = replace(config, data=replace(config.data, path="", sources=[]))
     return replace(resolve_sources(without_data), data=config.data)
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import difflib
 import math
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from tui_lora.config.schema import SECTIONS, RunConfig, section_fields
+from tui_lora.config.schema import SECTIONS, DataSource, RunConfig, section_fields
 from tui_lora.errors import UserError
 from tui_lora.secret_guard import find_secrets, scrub_override, strip_secrets
 
@@ -212,31 +212,59 @@ def build_config(raw: dict[str, Any]) -> tuple[RunConfig, list[ConfigIssue]]:
             issues.append(ConfigIssue(name, f"must be a [{name}] table, not a single value"))
     for name, cls in SECTIONS.items():
         body = raw.get(name, {})
-        known = section_fields(name)
-        values: dict[str, Any] = {}
-        for key, value in (body.items() if isinstance(body, dict) else []):
-            full = f"{name}.{key}"
-            if key not in known:
-                hint = _suggest(key, list(known)) or _key_elsewhere(key, name)
-                issues.append(ConfigIssue(full, f"unknown key{hint}"))
-                continue
-            spec = known[key]
-            ok, value = _coerce(value, spec.type)
-            if not ok:
-                issues.append(ConfigIssue(full, f"{value!r} has the wrong type; it must be {_type_name(spec.type)}"))
-                continue
-            problem = _check_value(value, spec.metadata)
-            if problem:
-                issues.append(ConfigIssue(full, problem))
-                continue
-            values[key] = value
-        sections[name] = cls(**values)
+        sections[name] = _typed(cls, body if isinstance(body, dict) else {}, name, issues)
     return RunConfig(description=description, **sections), issues
+
+
+def _typed(cls: type, body: dict[str, Any], where: str, issues: list[ConfigIssue]) -> Any:
+    """One table (a section, or one [[data.sources]] entry) as its dataclass; bad values keep their defaults."""
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in body.items():
+        full = f"{where}.{key}"
+        if key not in known:
+            section = where.split(".")[0]
+            hint = _suggest(key, list(known)) or (_key_elsewhere(key, section) if where in SECTIONS else "")
+            issues.append(ConfigIssue(full, f"unknown key{hint}"))
+            continue
+        spec = known[key]
+        if spec.type in TABLE_LISTS:
+            values[key] = _table_list(TABLE_LISTS[spec.type], value, full, issues)
+            continue
+        ok, value = _coerce(value, spec.type)
+        if not ok:
+            issues.append(ConfigIssue(full, f"{value!r} has the wrong type; it must be {_type_name(spec.type)}"))
+            continue
+        problem = _check_value(value, spec.metadata)
+        if problem:
+            issues.append(ConfigIssue(full, problem))
+            continue
+        values[key] = value
+    return cls(**values)
+
+
+# Keys whose value is a list of tables ([[data.sources]] in TOML), by annotation, with the dataclass of one table.
+TABLE_LISTS = {"list[DataSource]": DataSource}
+
+
+def _table_list(cls: type, value: Any, key: str, issues: list[ConfigIssue]) -> list:
+    """Each table of the list typed on its own; its keys are named key[N].name, N counting from 1."""
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        issues.append(ConfigIssue(key, f"must be a list of tables ([[{key}]] in the run file, one per entry)"))
+        return []
+    return [_typed(cls, item, f"{key}[{number}]", issues) for number, item in enumerate(value, 1)]
 
 
 def config_to_dict(config: RunConfig) -> dict[str, Any]:
     body: dict[str, Any] = {"description": config.description} if config.description else {}
     for name in SECTIONS:
         section = getattr(config, name)
-        body[name] = {f.name: getattr(section, f.name) for f in fields(section)}
+        body[name] = {f.name: _plain(getattr(section, f.name)) for f in fields(section)}
     return body
+
+
+def _plain(value: Any) -> Any:
+    """A value as TOML holds it: a list of tables (data.sources) as a list of dicts."""
+    if isinstance(value, list) and value and is_dataclass(value[0]):
+        return [asdict(item) for item in value]
+    return value

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tui_lora.config.schema import SECTIONS, section_fields
+from dataclasses import fields
+
+from tui_lora.config.schema import SECTIONS, DataSource, section_fields
 
 
 def _default(value) -> str:
@@ -26,13 +28,19 @@ def _allowed(meta: dict) -> str:
     return ""
 
 
+def _table(title: str, specs) -> list[str]:
+    lines = [f"#### {title}", "", "| key | default | allowed | what it does |", "|---|---|---|---|"]
+    for spec in specs:
+        default = spec.default_factory() if callable(spec.default_factory) else spec.default
+        lines.append(f"| `{spec.name}` | {_default(default)} | {_allowed(spec.metadata)} | "
+                     f"{spec.metadata['help'].replace('|', '/')} |")
+    return lines + [""]
+
+
 def markdown_reference() -> str:
     lines = []
     for section in SECTIONS:
-        lines += [f"#### [{section}]", "", "| key | default | allowed | what it does |", "|---|---|---|---|"]
-        for name, spec in section_fields(section).items():
-            default = spec.default_factory() if callable(spec.default_factory) else spec.default
-            lines.append(f"| `{name}` | {_default(default)} | {_allowed(spec.metadata)} | "
-                         f"{spec.metadata['help'].replace('|', '/')} |")
-        lines.append("")
+        lines += _table(f"[{section}]", section_fields(section).values())
+        if section == "data":  # its list of tables, right after the section that holds it
+            lines += _table("[[data.sources]] (one table per source)", fields(DataSource))
     return "\n".join(lines)

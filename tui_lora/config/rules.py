@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from tui_lora.assets import BUILTINS, builtin_path, is_builtin
 from tui_lora.config.load import ConfigIssue
 from tui_lora.config.paths import folder_problem, path_problem, quoted, readable_path_exists
-from tui_lora.config.schema import RunConfig
+from tui_lora.config.schema import PER_SOURCE_KEYS, DataSettings, RunConfig
 
 DEVICE_MAP = re.compile(r"^(auto|balanced|balanced_low_0|sequential|cpu|mps|(cuda|xpu|npu)(:\d+)?)$")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -125,42 +125,76 @@ def _model(cfg: RunConfig) -> Iterator[ConfigIssue]:
 
 
 def _data(cfg: RunConfig) -> Iterator[ConfigIssue]:
-    ref = cfg.data.path
-    if not ref:
-        yield ConfigIssue("data.path", "is required: a data file or folder, a hub data set id, or builtin:belle-sample")
+    d = cfg.data
+    if d.sources:
+        yield from _sources(d)
         return
-    yield from _data_source("data.path", ref)
-    yield from _column_mapping(cfg.data)
+    if d.mix != "concat":
+        yield ConfigIssue("data.mix", f"is {d.mix!r}, which mixes several data sets; list them as [[data.sources]] "
+                                      "tables, or leave mix = \"concat\"")
+    if not d.path:
+        yield ConfigIssue("data.path", "is required: a data file or folder, a hub data set id, or builtin:belle-sample "
+                                       "(or several [[data.sources]])")
+        return
+    yield from _data_source("data.path", d.path)
+    yield from _column_mapping(d, "data")
 
 
-def _column_mapping(d) -> Iterator[ConfigIssue]:
-    """A mapping is one layout or the other, complete, with each speaker value meaning one role."""
+def _sources(d) -> Iterator[ConfigIssue]:
+    """[[data.sources]]: each source complete on its own, and [data] free of the keys each source sets."""
+    default = DataSettings()
+    for key in PER_SOURCE_KEYS:
+        if getattr(d, key) != getattr(default, key):
+            yield ConfigIssue(f"data.{key}", "is set, but the run lists [[data.sources]]; set it in each source "
+                                             "instead (or remove the sources and keep one data.path)")
+    for number, source in enumerate(d.sources, 1):
+        where = f"data.sources[{number}]"
+        if not source.path:
+            yield ConfigIssue(f"{where}.path", "is required: a data file or folder, a hub data set id, or "
+                                               "builtin:belle-sample")
+        else:
+            yield from _data_source(f"{where}.path", source.path)
+        if source.weight <= 0:
+            yield ConfigIssue(f"{where}.weight", f"{source.weight!r} is not a share of the mix; it must be above 0 "
+                                                 "(leave a source out to use none of it)")
+        elif source.weight != 1 and d.mix == "concat":
+            yield ConfigIssue(f"{where}.weight", "only matters when sources are interleaved, and data.mix is "
+                                                 "\"concat\" (every record once); set data.mix = "
+                                                 "\"interleave_under\" or \"interleave_over\"")
+        yield from _column_mapping(source, where)
+
+
+def _column_mapping(d, where: str) -> Iterator[ConfigIssue]:
+    """A mapping is one layout or the other, complete, with each speaker value meaning one role; `where` is
+    data (a one-source run) or data.sources[N]."""
     if d.messages_column and (d.prompt_column or d.reply_column):
-        yield ConfigIssue("data.messages_column", "and data.prompt_column / reply_column describe two layouts; "
-                                                  "give the one the records have")
+        yield ConfigIssue(f"{where}.messages_column", f"and {where}.prompt_column / reply_column describe two "
+                                                      "layouts; give the one the records have")
         return
     if bool(d.prompt_column) != bool(d.reply_column):
         given, lacking = (("prompt_column", "reply_column") if d.prompt_column else ("reply_column", "prompt_column"))
-        yield ConfigIssue(f"data.{lacking}", f"is needed with data.{given}: instruction records need a prompt "
-                                             "and a reply column")
+        yield ConfigIssue(f"{where}.{lacking}", f"is needed with {where}.{given}: instruction records need a prompt "
+                                                "and a reply column")
     if d.input_column and not d.prompt_column:
-        yield ConfigIssue("data.input_column", "only applies with data.prompt_column and data.reply_column")
+        yield ConfigIssue(f"{where}.input_column", f"only applies with {where}.prompt_column and "
+                                                   f"{where}.reply_column")
     mapped = bool(d.messages_column or d.prompt_column)
     if d.system_column and not mapped:
-        yield ConfigIssue("data.system_column", "only applies with data.messages_column or data.prompt_column")
+        yield ConfigIssue(f"{where}.system_column", f"only applies with {where}.messages_column or "
+                                                    f"{where}.prompt_column")
     if mapped and d.format != "auto":
-        yield ConfigIssue("data.format", f"is {d.format!r} but the column mapping gives the layout; "
-                                         "leave format = \"auto\"")
+        yield ConfigIssue(f"{where}.format", f"is {d.format!r} but the column mapping gives the layout; "
+                                             "leave format = \"auto\"")
     if d.messages_column:
         for key in ("user_roles", "assistant_roles"):
             if not getattr(d, key):
-                yield ConfigIssue(f"data.{key}", "is empty; name the speaker values, such as [\"A\"]")
+                yield ConfigIssue(f"{where}.{key}", "is empty; name the speaker values, such as [\"A\"]")
         seen: dict[str, str] = {}
         for key in ("user_roles", "assistant_roles", "system_roles"):
             for value in getattr(d, key):
                 if value in seen and seen[value] != key:
-                    yield ConfigIssue(f"data.{key}", f"{value!r} is also in data.{seen[value]}; "
-                                                     "each speaker value means one role")
+                    yield ConfigIssue(f"{where}.{key}", f"{value!r} is also in {where}.{seen[value]}; "
+                                                        "each speaker value means one role")
                 seen.setdefault(value, key)
 
 
@@ -303,7 +337,7 @@ def _hub(cfg: RunConfig) -> Iterator[ConfigIssue]:
         yield ConfigIssue("hub.endpoint", f"is a Hugging Face mirror, but hub.source is {cfg.hub.source!r}; "
                                           "leave endpoint empty or set source = \"huggingface\"")
     if cfg.hub.source == "local":
-        for key, ref in (("model.name_or_path", cfg.model.name_or_path), ("data.path", cfg.data.path),
+        for key, ref in (("model.name_or_path", cfg.model.name_or_path), *cfg.data.keyed_paths(),
                          ("tokenizer.name_or_path", cfg.tokenizer.name_or_path)):
             if ref and not is_builtin(ref) and not looks_local(ref):
                 yield ConfigIssue(key, f"{ref!r} looks like a hub id, but hub.source is \"local\"; give a local "

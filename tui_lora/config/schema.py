@@ -11,7 +11,7 @@ settings use an explicit "off" value such as 0, -1, "" or "auto". That keeps
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 # The choice lists live here, at the bottom of the package, and data/ reads them: data/formats.py has a
@@ -119,19 +119,100 @@ class LoraSettings:
         [], 'Modules trained in full and saved with the adapter, e.g. ["lm_head"] for new tokens.')
 
 
+# The keys that say where one source's records come from and how to read them. A run with one source sets them in
+# [data]; each [[data.sources]] table sets them for its own records. Written once here, used by both.
+
+def _path_setting() -> Any:
+    return setting("", "Training data: a .json/.jsonl/.parquet/.csv file or folder, a hub data set id, or "
+                       "builtin:belle-sample.")
+
+
+def _format_setting() -> Any:
+    return setting("auto", "Record format; auto detects it from the first records.", choices=("auto",) + FORMATS)
+
+
+def _split_setting() -> Any:
+    return setting("train", 'Split to read, with optional slicing such as "train[:5%]".')
+
+
+def _max_samples_setting() -> Any:
+    return setting(0, "Use at most this many conversations (the first ones); 0 means all.", min=0)
+
+
+def _system_prompt_setting() -> Any:
+    return setting("", "A system prompt (a persona, house rules) given to every conversation that has none, rendered "
+                       "by the model's own chat template; trained only with train_on = \"all\". Empty adds none.")
+
+
+def _mapping_settings() -> dict[str, Any]:
+    """The column and role mapping, by key, in file order (a dataclass body takes them with **)."""
+    return dict(
+        messages_column=setting(
+            "", "For a layout auto-detection does not know: the column holding each conversation's list of turns "
+                "(such as \"conversation\" or \"dialog\"); role_key, content_key and the *_roles lists say how "
+                "to read each turn. Empty: detect the format."),
+        role_key=setting("role", "With messages_column: the key of each turn that names its speaker."),
+        content_key=setting("content", "With messages_column: the key of each turn that holds its text."),
+        user_roles=setting(["user", "human"], "With messages_column: the speaker values that mean the user, such "
+                                              "as [\"A\"]."),
+        assistant_roles=setting(["assistant", "gpt"], "With messages_column: the speaker values that mean the "
+                                                      "model's replies (trained), such as [\"B\"]."),
+        system_roles=setting(["system"], "With messages_column: the speaker values of a system message."),
+        prompt_column=setting(
+            "", "For instruction records in a layout of their own: the column holding the prompt (with "
+                "reply_column; input_column optional). Empty: detect the format."),
+        input_column=setting("", "With prompt_column: a column appended to the prompt when it is not empty."),
+        reply_column=setting("", "With prompt_column: the column holding the reply (trained)."),
+        system_column=setting("", "With messages_column or prompt_column: a column holding each record's own "
+                                  "system message."),
+    )
+
+
+# The keys each [[data.sources]] table may hold besides the mapping; in [data] they are path, format, split,
+# max_samples and system_prompt.
+MIXES = ("concat", "interleave_under", "interleave_over")
+
+
+@dataclass
+class DataSource:
+    """One of several data sets in a run ([[data.sources]]): where its records are, how to read them, its share."""
+
+    path: str = _path_setting()
+    format: str = _format_setting()
+    split: str = _split_setting()
+    weight: float = setting(
+        1.0, "This source's share of the mix with data.mix = interleave_*: sources are drawn from in proportion "
+             "to their weights (2 beside 1: two examples of this one for each of the other's).", min=0.0)
+    max_samples: int = _max_samples_setting()
+    system_prompt: str = setting(
+        "", "This source's own system prompt, in place of data.system_prompt (data.system_prompt_mode says where "
+            "it goes). Empty: data.system_prompt.")
+    messages_column: str = _mapping_settings()["messages_column"]
+    role_key: str = _mapping_settings()["role_key"]
+    content_key: str = _mapping_settings()["content_key"]
+    user_roles: list[str] = _mapping_settings()["user_roles"]
+    assistant_roles: list[str] = _mapping_settings()["assistant_roles"]
+    system_roles: list[str] = _mapping_settings()["system_roles"]
+    prompt_column: str = _mapping_settings()["prompt_column"]
+    input_column: str = _mapping_settings()["input_column"]
+    reply_column: str = _mapping_settings()["reply_column"]
+    system_column: str = _mapping_settings()["system_column"]
+
+
+# The [data] keys a one-source run sets there and a run with [[data.sources]] sets in each source instead.
+PER_SOURCE_KEYS = ("path", "format", "split", "max_samples", *_mapping_settings())
+
+
 @dataclass
 class DataSettings:
-    path: str = setting(
-        "", "Training data: a .json/.jsonl/.parquet/.csv file or folder, a hub data set id, or builtin:belle-sample.")
-    format: str = setting(
-        "auto", "Record format; auto detects it from the first records.",
-        choices=("auto",) + FORMATS)
-    split: str = setting("train", 'Split to read, with optional slicing such as "train[:5%]".')
+    path: str = _path_setting()
+    format: str = _format_setting()
+    split: str = _split_setting()
     streaming: bool = setting(False, "Read the data lazily (for sets larger than memory); needs training.max_steps.")
     validation_split: float = setting(
         0.05, "Share of conversations held out for evaluation, in [0, 1).", min=0.0, max=1.0,
         max_exclusive=True)
-    max_samples: int = setting(0, "Use at most this many conversations; 0 means all.", min=0)
+    max_samples: int = _max_samples_setting()
     map_batch_size: int = setting(1000, "Conversations per batch when tokenising (datasets.map batch_size).",
                                   min=1)
     num_proc: int = setting(1, "Processes used for tokenising (datasets.map num_proc).", min=1)
@@ -139,32 +220,62 @@ class DataSettings:
         "assistant", "Which tokens are trained: every assistant reply, only the last one, or all tokens.",
         choices=TRAIN_ON)
     max_bad_share: float = setting(
-        0.1, "Stop before training when more than this share of records cannot be read.", min=0.0, max=1.0)
-    messages_column: str = setting(
-        "", "For a layout auto-detection does not know: the column holding each conversation's list of turns "
-            "(such as \"conversation\" or \"dialog\"); role_key, content_key and the *_roles lists say how to "
-            "read each turn. Empty: detect the format.")
-    role_key: str = setting("role", "With messages_column: the key of each turn that names its speaker.")
-    content_key: str = setting("content", "With messages_column: the key of each turn that holds its text.")
-    user_roles: list[str] = setting(["user", "human"], "With messages_column: the speaker values that mean the "
-                                                        "user, such as [\"A\"].")
-    assistant_roles: list[str] = setting(["assistant", "gpt"], "With messages_column: the speaker values that "
-                                                                "mean the model's replies (trained), such as [\"B\"].")
-    system_roles: list[str] = setting(["system"], "With messages_column: the speaker values of a system message.")
-    prompt_column: str = setting(
-        "", "For instruction records in a layout of their own: the column holding the prompt (with reply_column; "
-            "input_column optional). Empty: detect the format.")
-    input_column: str = setting("", "With prompt_column: a column appended to the prompt when it is not empty.")
-    reply_column: str = setting("", "With prompt_column: the column holding the reply (trained).")
-    system_column: str = setting("", "With messages_column or prompt_column: a column holding each record's own "
-                                     "system message.")
-    system_prompt: str = setting(
-        "", "A system prompt (a persona, house rules) given to every conversation that has none, rendered by the "
-            "model's own chat template; trained only with train_on = \"all\". Empty adds none.")
+        0.1, "Stop before training when more than this share of records cannot be read (of each source).",
+        min=0.0, max=1.0)
+    messages_column: str = _mapping_settings()["messages_column"]
+    role_key: str = _mapping_settings()["role_key"]
+    content_key: str = _mapping_settings()["content_key"]
+    user_roles: list[str] = _mapping_settings()["user_roles"]
+    assistant_roles: list[str] = _mapping_settings()["assistant_roles"]
+    system_roles: list[str] = _mapping_settings()["system_roles"]
+    prompt_column: str = _mapping_settings()["prompt_column"]
+    input_column: str = _mapping_settings()["input_column"]
+    reply_column: str = _mapping_settings()["reply_column"]
+    system_column: str = _mapping_settings()["system_column"]
+    system_prompt: str = _system_prompt_setting()
     system_prompt_mode: str = setting(
         "missing", "missing: add system_prompt only where a conversation has no system message of its own; "
                    "replace: use it in every conversation, in place of the one it has.",
         choices=SYSTEM_PROMPT_MODES)
+    sources: list[DataSource] = setting(
+        [], "Several data sets in one run: one [[data.sources]] table each, with its own path, format, split, "
+            "max_samples, weight, system_prompt and column mapping (data.path and those keys stay unset in "
+            "[data]). See data.mix.")
+    mix: str = setting(
+        "concat", "How [[data.sources]] are combined: concat, every usable record of each once, in order; "
+                  "interleave_under, drawn by weight (seeded) until the first source runs out; interleave_over, "
+                  "drawn by weight until every source has been used whole (smaller ones repeat).",
+        choices=MIXES)
+    validation_per_source: bool = setting(
+        False, "With [[data.sources]]: hold out validation_split of each source (each one in the evaluation set) "
+               "instead of that share of all of them together. Either way evaluation is never weighted.")
+
+    def source_list(self) -> list[DataSource]:
+        """The run's sources: its [[data.sources]], or the one [data] describes (with weight 1)."""
+        if self.sources:
+            return list(self.sources)
+        own = {name: getattr(self, name) for name in PER_SOURCE_KEYS}
+        return [DataSource(**own, system_prompt=self.system_prompt)]
+
+    def keyed_paths(self) -> list[tuple[str, str]]:
+        """(run-file key, path) of each source: data.path, or data.sources[N].path counting from 1."""
+        if not self.sources:
+            return [("data.path", self.path)]
+        return [(f"data.sources[{number}].path", source.path) for number, source in enumerate(self.sources, 1)]
+
+    def with_paths(self, paths: list[str]) -> "DataSettings":
+        """The same settings with each source's path replaced, in keyed_paths' order (hub ids -> folders)."""
+        if not self.sources:
+            return replace(self, path=paths[0])
+        return replace(self, sources=[replace(source, path=path) for source, path in zip(self.sources, paths)])
+
+    def described(self) -> str:
+        """The data in a few words, for summary lines: the path, or the sources and how they mix."""
+        if not self.sources:
+            return self.path
+        weighted = self.mix != "concat"
+        names = [source.path + (f" ×{source.weight:g}" if weighted else "") for source in self.sources]
+        return f"{', '.join(names)} ({self.mix})"
 
 
 @dataclass

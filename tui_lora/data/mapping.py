@@ -29,7 +29,8 @@ class ColumnMapping:
 
     @classmethod
     def from_settings(cls, data) -> ColumnMapping | None:
-        """The mapping data.* asks for, or None when the layout is left to auto-detection."""
+        """The mapping a source's keys ask for (data.*, or one [[data.sources]] table), or None when the layout is
+        left to auto-detection."""
         mapping = cls(data.messages_column, data.role_key, data.content_key, tuple(data.user_roles),
                       tuple(data.assistant_roles), tuple(data.system_roles), data.prompt_column,
                       data.input_column, data.reply_column, data.system_column)
@@ -40,15 +41,16 @@ class ColumnMapping:
         """The format the mapped records are in."""
         return "messages" if self.messages_column else "alpaca"
 
-    def columns(self) -> dict[str, str]:
-        """Run-file key -> the column it names, for the columns every record must have."""
-        named = {"data.messages_column": self.messages_column, "data.prompt_column": self.prompt_column,
-                 "data.reply_column": self.reply_column}
+    def columns(self, where: str = "data") -> dict[str, str]:
+        """Run-file key -> the column it names, for the columns every record must have; `where` is the table the
+        mapping is written in (data, or data.sources[N])."""
+        named = {f"{where}.messages_column": self.messages_column, f"{where}.prompt_column": self.prompt_column,
+                 f"{where}.reply_column": self.reply_column}
         return {key: column for key, column in named.items() if column}
 
-    def missing_column(self, columns: list[str]) -> str | None:
+    def missing_column(self, columns: list[str], where: str = "data") -> str | None:
         """Why these columns do not fit the mapping, in words (for a UserError), or None."""
-        for key, column in self.columns().items():
+        for key, column in self.columns(where).items():
             if column not in columns:
                 return f"{key}: the data has no column {column!r}; its columns are {', '.join(columns) or 'none'}"
         return None

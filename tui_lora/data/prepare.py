@@ -21,11 +21,29 @@ from tui_lora.config.schema import RunConfig
 from tui_lora.data.encode import ConversationEncoder
 from tui_lora.data.formats import ASSISTANT, USER, BadRecord, detect_format, to_messages, with_system_prompt
 from tui_lora.data.mapping import ColumnMapping
+from tui_lora.data.mix import arrow_columns, by_source, column_sum, mix, per_source, split_and_mix, weights
 from tui_lora.data.sources import UNREADABLE, load_records
 from tui_lora.errors import UserError
 
 MODEL_COLUMNS = ["input_ids", "attention_mask", "labels"]
 SHOWN_BAD_RECORDS = 5
+
+
+@dataclass
+class SourceReport:
+    """One source's counts: what was read, what was skipped or shortened, and its part of the mix as built."""
+
+    path: str
+    format: str
+    weight: float = 1.0
+    records: int = 0
+    skipped: int = 0
+    truncated: int = 0
+    train_examples: int = 0
+    eval_examples: int = 0
+    trained_tokens: int = 0  # in the training set as mixed (an oversampled source counts its repeats)
+    bad_records: list[tuple[int, str]] = field(default_factory=list)
+    skip_reasons: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -43,6 +61,8 @@ class DataReport:
     used_default_template: bool = False
     reply_end: str = ""  # what each reply is trained to end with, in words (ConversationEncoder.reply_end_rule)
     system_prompt: str = ""  # data.system_prompt and where it goes, in words; "" when there is none
+    mix: str = ""  # how several sources were combined, in words; "" for one source
+    sources: list[SourceReport] = field(default_factory=list)  # each source's counts (one entry for one source)
 
 
 def _arrow_schema():
@@ -56,7 +76,8 @@ def _arrow_schema():
 
     return pa.schema([("input_ids", pa.list_(pa.int32())), ("attention_mask", pa.list_(pa.int8())),
                       ("labels", pa.list_(pa.int64())), ("error", pa.string()), ("record", pa.int64()),
-                      ("truncated", pa.bool_()), ("n_tokens", pa.int64()), ("n_trained", pa.int64())])
+                      ("truncated", pa.bool_()), ("n_tokens", pa.int64()), ("n_trained", pa.int64()),
+                      ("source", pa.int32())])
 
 
 class _RecordEncoder:
@@ -66,8 +87,10 @@ class _RecordEncoder:
     """
 
     def __init__(self, encoder: ConversationEncoder, fmt: str, label_pad_token_id: int, arrow: bool = False,
-                 system_prompt: str = "", system_prompt_mode: str = "missing", mapping: ColumnMapping | None = None):
+                 system_prompt: str = "", system_prompt_mode: str = "missing", mapping: ColumnMapping | None = None,
+                 source: int = 0):
         self.encoder = encoder
+        self.source = source  # the source's number in the run (mix.py reads it back per example)
         self.mapping = mapping  # fingerprinted too: another mapping is another cache entry
         self.fmt = fmt
         self.label_pad_token_id = label_pad_token_id
@@ -103,6 +126,7 @@ class _RecordEncoder:
         out["n_tokens"] = [len(ids) for ids in out["input_ids"]]
         pad = self.label_pad_token_id
         out["n_trained"] = [len(labels) - labels.count(pad) for labels in out["labels"]]
+        out["source"] = [self.source] * len(rows)
         if self.arrow:
             import pyarrow as pa
 
@@ -110,7 +134,7 @@ class _RecordEncoder:
         return out
 
 
-def choose_format(records, requested: str) -> str:
+def choose_format(records, requested: str, where: str = "data") -> str:
     if requested != "auto":
         return requested
     head = [{key: value for key, value in record.items() if key != UNREADABLE}
@@ -118,12 +142,12 @@ def choose_format(records, requested: str) -> str:
     if not head:
         unreadable = next((record.get(UNREADABLE) for record in itertools.islice(records, 1)), None)
         if unreadable:  # not one of the first lines is a record
-            raise UserError(f"data.path: {unreadable}; each line must be one record, a JSON object {{...}}")
-        raise UserError("data.path: the data set is empty")
+            raise UserError(f"{where}.path: {unreadable}; each line must be one record, a JSON object {{...}}")
+        raise UserError(f"{where}.path: the data set is empty")
     try:
         return detect_format(head)
     except BadRecord as exc:
-        raise UserError(f"data.format: could not detect the format: {exc}") from None
+        raise UserError(f"{where}.format: could not detect the format: {exc}") from None
 
 
 def _column_names(records) -> list[str]:
@@ -160,12 +184,28 @@ def build_encoder(config: RunConfig, tokenizer) -> ConversationEncoder:
                                       model_stop_ids=model_stop_ids(config))
     except ValueError as exc:
         raise UserError(f"{key}: {exc}") from None
-    if config.data.system_prompt:
-        check_system_prompt(encoder, config.data.system_prompt)
+    for where, source in numbered_sources(config.data):
+        prompt = source_system_prompt(config.data, source)
+        if prompt:
+            check_system_prompt(encoder, prompt, f"{where}.system_prompt" if source.system_prompt
+                                else "data.system_prompt")
     return encoder
 
 
-def check_system_prompt(encoder: ConversationEncoder, prompt: str) -> None:
+def numbered_sources(settings) -> list[tuple[str, Any]]:
+    """(the table each source is written in: data or data.sources[N], the source), in order."""
+    sources = settings.source_list()
+    if not settings.sources:
+        return [("data", sources[0])]
+    return [(f"data.sources[{number}]", source) for number, source in enumerate(sources, 1)]
+
+
+def source_system_prompt(settings, source) -> str:
+    """The system prompt a source's conversations get: its own, else the run's."""
+    return source.system_prompt or settings.system_prompt
+
+
+def check_system_prompt(encoder: ConversationEncoder, prompt: str, key: str = "data.system_prompt") -> None:
     """The model's template must take a system message and print it, or data.system_prompt would fail every
     record (Gemma-2 raises "System role not supported") or vanish without a word (a template that ignores it)."""
     probe = with_system_prompt([{"role": USER, "content": "Hello"}, {"role": ASSISTANT, "content": "Hi"}], prompt)
@@ -173,46 +213,90 @@ def check_system_prompt(encoder: ConversationEncoder, prompt: str) -> None:
         text = encoder.render(probe)
     except BadRecord as exc:
         said = str(exc).split(": ", 1)[-1]  # the template's own words, without the encoder's preamble
-        raise UserError(f"data.system_prompt: the model's chat template takes no system message ({said}); leave "
-                        "data.system_prompt empty, or put the instructions in the first user message of each "
+        raise UserError(f"{key}: the model's chat template takes no system message ({said}); leave "
+                        f"{key} empty, or put the instructions in the first user message of each "
                         "conversation") from None
     if probe[0]["content"].strip() not in text:
-        raise UserError("data.system_prompt: the model's chat template leaves system messages out, so the prompt "
-                        "would never reach the model; leave data.system_prompt empty, or use a template that "
+        raise UserError(f"{key}: the model's chat template leaves system messages out, so the prompt "
+                        f"would never reach the model; leave {key} empty, or use a template that "
                         "prints it (tokenizer.name_or_path)")
 
 
 def encode_records(config: RunConfig, tokenizer) -> tuple[Any, DataReport]:
-    """Every usable record as an example, in file order, with its token counts; bad ones counted.
+    """Every usable record as an example, source after source and in file order, with its token counts and its
+    source's number; bad ones counted per source.
 
-    Raises UserError when more than data.max_bad_share of the records cannot be used.
+    Raises UserError when more than data.max_bad_share of a source's records cannot be used.
     """
     settings = config.data
-    records = load_records(settings)
-    mapping = ColumnMapping.from_settings(settings)
-    if mapping is not None:
-        problem = mapping.missing_column(_column_names(records))
-        if problem:
-            raise UserError(f"{problem} (data.path {settings.path})")
-    fmt = mapping.format if mapping is not None else choose_format(records, settings.format)
-    if settings.max_samples:
-        records = (records.take(settings.max_samples) if settings.streaming
-                   else records.select(range(min(settings.max_samples, len(records)))))
     encoder = build_encoder(config, tokenizer)
-    report = DataReport(format=fmt, used_default_template=encoder.used_default_template,
-                        reply_end=encoder.reply_end_rule(), system_prompt=_system_prompt_rule(settings))
+    parts, reports = [], []
+    for index, (where, source) in enumerate(numbered_sources(settings)):
+        part, source_report = _encode_source(config, encoder, source, index, where)
+        parts.append(part)
+        reports.append(source_report)
+    formats = list(dict.fromkeys(source_report.format for source_report in reports))
+    report = DataReport(format=" + ".join(formats), used_default_template=encoder.used_default_template,
+                        reply_end=encoder.reply_end_rule(), system_prompt=_system_prompt_rule(settings),
+                        mix=_mix_rule(settings), sources=reports)
+    if settings.streaming:  # no length: nothing can be counted up front
+        return mix(parts, settings, config.training.seed), report
+    several = len(reports) > 1
+    for source_report in reports:
+        label = f"[{source_report.path}] " if several else ""  # which file a record number counts in
+        report.records += source_report.records
+        report.skipped += source_report.skipped
+        report.truncated += source_report.truncated
+        report.bad_records += [(number, label + reason) for number, reason in source_report.bad_records]
+        for reason, count in source_report.skip_reasons.items():
+            report.skip_reasons[label + reason] = report.skip_reasons.get(label + reason, 0) + count
+    report.bad_records = report.bad_records[:SHOWN_BAD_RECORDS]
+    kept = [part.filter(lambda error: not error, input_columns="error") for part in parts]
+    return (kept[0] if len(kept) == 1 else concatenate(kept)), report
+
+
+def concatenate(parts: list):
+    import datasets
+
+    return datasets.concatenate_datasets(parts)
+
+
+def _encode_source(config: RunConfig, encoder: ConversationEncoder, source, index: int, where: str):
+    """One source's records encoded (bad ones kept as rows with their reason, but for a stream) and its counts."""
+    settings = config.data
+    records = load_records(source, settings.streaming, where)
+    mapping = ColumnMapping.from_settings(source)
+    if mapping is not None:
+        problem = mapping.missing_column(_column_names(records), where)
+        if problem:
+            raise UserError(f"{problem} ({where}.path {source.path})")
+    fmt = mapping.format if mapping is not None else choose_format(records, source.format, where)
+    if source.max_samples:
+        records = (records.take(source.max_samples) if settings.streaming
+                   else records.select(range(min(source.max_samples, len(records)))))
+    report = SourceReport(path=source.path, format=fmt, weight=source.weight)
     pad = config.collator.label_pad_token_id
-    system = dict(system_prompt=settings.system_prompt, system_prompt_mode=settings.system_prompt_mode,
-                  mapping=mapping)
+    system = dict(system_prompt=source_system_prompt(settings, source),
+                  system_prompt_mode=settings.system_prompt_mode, mapping=mapping, source=index)
     map_args: dict[str, Any] = dict(batched=True, batch_size=settings.map_batch_size, with_indices=True,
                                     remove_columns=list(records.column_names or []))
-    if settings.streaming:  # no length: nothing can be counted up front
+    if settings.streaming:
         encode = _RecordEncoder(encoder, fmt, pad, **system)
         return records.map(encode, **map_args).filter(lambda row: not row["error"]), report
     examples = records.map(_RecordEncoder(encoder, fmt, pad, arrow=True, **system),
                            num_proc=settings.num_proc if settings.num_proc > 1 else None, desc="tokenising", **map_args)
-    _count(examples, report, settings.max_bad_share)
-    return examples.filter(lambda error: not error, input_columns="error"), report
+    _count(examples, report, settings.max_bad_share, where)
+    return examples, report
+
+
+def _mix_rule(settings) -> str:
+    if len(settings.sources) < 2:
+        return ""
+    if settings.mix == "concat":
+        return f"{len(settings.sources)} sources, concatenated (each record once)"
+    shares = ", ".join(f"{share:.0%}" for share in weights(settings))
+    until = "the first runs out" if settings.mix == "interleave_under" else "every source is used whole"
+    return f"{len(settings.sources)} sources, interleaved by weight ({shares}) until {until}"
 
 
 def _system_prompt_rule(settings) -> str:
@@ -226,19 +310,24 @@ def _system_prompt_rule(settings) -> str:
 
 
 def split_examples(examples, config: RunConfig, report: DataReport) -> tuple[Any, Any | None]:
-    """Hold out data.validation_split of the examples (seeded); fills the report's train counts."""
-    if config.data.validation_split > 0:
-        if len(examples) < 2:
-            raise UserError(f"data: only {len(examples)} usable conversation(s); too few to hold out a "
-                            "validation share (set data.validation_split = 0)")
-        parts = examples.train_test_split(test_size=config.data.validation_split, seed=config.training.seed)
-        train, evaluation = parts["train"], parts["test"]
-    else:
-        train, evaluation = examples, None
+    """Hold out data.validation_split (seeded) and mix the sources (mix.py); fills the report's train counts,
+    each source's too."""
+    count = len(report.sources)
+    parts = [examples] if count == 1 else by_source(examples, count)
+    train, evaluation = split_and_mix(parts, config.data, config.training.seed)
     report.train_examples = len(train)
     report.eval_examples = len(evaluation) if evaluation is not None else 0
     counts = arrow_columns(train, "n_tokens", "n_trained")
     report.train_tokens, report.trained_tokens = column_sum(counts, "n_tokens"), column_sum(counts, "n_trained")
+    if count == 1:
+        only = report.sources[0]
+        only.train_examples, only.eval_examples = report.train_examples, report.eval_examples
+        only.trained_tokens = report.trained_tokens
+        return train, evaluation
+    held = per_source(evaluation, count) if evaluation is not None else [{"examples": 0}] * count
+    for source_report, trained, evaluated in zip(report.sources, per_source(train, count), held):
+        source_report.train_examples, source_report.trained_tokens = trained["examples"], trained["trained_tokens"]
+        source_report.eval_examples = evaluated["examples"]
     return train, evaluation
 
 
@@ -253,27 +342,7 @@ def prepare_datasets(config: RunConfig, tokenizer) -> tuple[Any, Any | None, Dat
     return train.select_columns(MODEL_COLUMNS), evaluation, report
 
 
-def arrow_columns(examples, *names: str):
-    """The columns as one pyarrow Table, rows as the data set has them (after a filter or split too).
-
-    Counting is done on it by pyarrow.compute: converting a 0.8M-row column to Python to sum it costs seconds.
-    A filtered or split set keeps its rows behind an indices mapping, which datasets' own `[:]` gathers one row
-    at a time in Python (0.2 s for 50,000 rows); one Arrow take does it in milliseconds.
-    """
-    try:
-        table, indices = examples.data.table.select(list(names)), examples._indices
-    except AttributeError:  # a datasets without these internals: its own, slower gather
-        return examples.select_columns(list(names)).with_format("arrow")[:]
-    return table if indices is None else table.take(indices.table.column(0))
-
-
-def column_sum(table, name: str) -> int:
-    import pyarrow.compute as pc
-
-    return int(pc.sum(table.column(name)).as_py() or 0)
-
-
-def _count(examples, report: DataReport, max_bad_share: float) -> None:
+def _count(examples, report: SourceReport, max_bad_share: float, where: str) -> None:
     import pyarrow.compute as pc
 
     columns = arrow_columns(examples, "error", "truncated", "record")
@@ -286,15 +355,15 @@ def _count(examples, report: DataReport, max_bad_share: float) -> None:
     # numbers blanked so that one cause is one line; not those inside names ("not_utf8.jsonl", "UTF-8")
     report.skip_reasons = dict(Counter(re.sub(r"(?<![\w.-])\d+(?![\w.-])", "N", reason) for _, reason in bad))
     if report.records == 0:
-        raise UserError("data.path: the data set is empty")
+        raise UserError(f"{where}.path: the data set is empty")
     if report.skipped == report.records:
         number, reason = bad[0]
         hint = ("raise tokenizer.max_length" if all("max_length" in why for _, why in bad)
-                else "check data.format")
-        raise UserError(f"data: none of the {report.records} records could be used as {report.format!r} "
+                else f"check {where}.format")
+        raise UserError(f"{where}: none of the {report.records} records could be used as {report.format!r} "
                         f"(record {number}: {reason}); {hint}")
     share = report.skipped / report.records
     if share > max_bad_share:
         number, reason = bad[0]
-        raise UserError(f"data: {report.skipped} of {report.records} records ({share:.0%}) could not be used, "
+        raise UserError(f"{where}: {report.skipped} of {report.records} records ({share:.0%}) could not be used, "
                         f"more than data.max_bad_share ({max_bad_share:.0%}); first: record {number}: {reason}")

@@ -16,8 +16,8 @@ from rich.text import Text
 
 from tui_lora.config.schema import RunConfig
 from tui_lora.data.encode import label_mask_segments
-from tui_lora.data.prepare import (MODEL_COLUMNS, DataReport, arrow_columns, column_sum, encode_records,
-                                   split_examples)
+from tui_lora.data.mix import arrow_columns, column_sum, first_of_each
+from tui_lora.data.prepare import MODEL_COLUMNS, DataReport, encode_records, split_examples
 
 TRAINED_STYLE = "bold black on green"
 CONTEXT_STYLE = "dim"
@@ -50,6 +50,14 @@ def length_histogram(lengths, max_length: int, bins: int = 8) -> list[tuple[int,
     return [(i * width + 1, min(max_length, (i + 1) * width), int(count)) for i, count in enumerate(counts)]
 
 
+def source_lines(report: DataReport) -> list[str]:
+    """Each source's records, skips, shortened ones and its part of the training mix as built, one line each."""
+    mixed = sum(source.trained_tokens for source in report.sources) or 1
+    return [f"{source.path} ({source.format}): {source.records:,} records, {source.skipped:,} skipped, "
+            f"{source.truncated:,} shortened; {source.train_examples:,} train / {source.eval_examples:,} eval; "
+            f"{source.trained_tokens / mixed:.0%} of the trained tokens" for source in report.sources]
+
+
 def summary_table(report: DataReport, lengths: list[int], max_length: int) -> Table:
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
@@ -70,6 +78,10 @@ def summary_table(report: DataReport, lengths: list[int], max_length: int) -> Ta
         table.add_row("replies end", report.reply_end)
     if report.system_prompt:
         table.add_row("system prompt", report.system_prompt)
+    if len(report.sources) > 1:
+        table.add_row("mix", report.mix)
+        for number, line in enumerate(source_lines(report), 1):
+            table.add_row(f"source {number}", line)
     if report.used_default_template:
         table.add_row("template", "the tokenizer has none: tui-lora's default ChatML is used")
     histogram = length_histogram(lengths, max_length)
@@ -136,7 +148,8 @@ def show_data(config: RunConfig, count: int | None = None, as_jsonl: bool = Fals
         split_examples(examples, config, report)  # train/eval counts as the run will see them
         lengths = whole_set_counts(examples, report)
         wanted = len(examples) if as_jsonl and count is None else min(count or 3, len(examples))
-        shown = examples.select(range(wanted)).select_columns(MODEL_COLUMNS)
+        rows = range(wanted) if len(report.sources) == 1 or wanted == len(examples) else first_of_each(examples, wanted)
+        shown = examples.select(rows).select_columns(MODEL_COLUMNS)
     if as_jsonl:
         for example in shown:
             print(example_json(tokenizer, example, pad))

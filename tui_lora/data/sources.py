@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tui_lora.assets import builtin_path, is_builtin
 from tui_lora.config.rules import DATA_SUFFIXES, looks_local
-from tui_lora.config.schema import DataSettings
+from tui_lora.config.schema import DataSource
 from tui_lora.data.formats import FORMATS
 from tui_lora.errors import UserError, first_line
 
@@ -186,33 +186,42 @@ def _explain_bad_json(builder: str | None, files: list[str]) -> None:
             raise UserError(f"data.path: {name!r} {problem}")
 
 
-def load_records(settings: DataSettings):
-    """Raw records as a datasets (Iterable)Dataset, with the split slice applied.
+def load_records(source: DataSource, streaming: bool = False, where: str = "data"):
+    """Raw records of one source as a datasets (Iterable)Dataset, with the split slice applied.
 
-    data.path is a builtin or a local path here: hub ids are fetched into the cache and replaced
+    source.path is a builtin or a local path here: hub ids are fetched into the cache and replaced
     by their folder first (tui_lora.hub.resolve_sources), so every download goes through one place.
+    `where` is the run-file table the source is written in (data, or data.sources[N]); messages name its keys.
     """
+    try:
+        return _load(source.path, source.split, streaming)
+    except UserError as exc:
+        message = str(exc)
+        if where == "data" or not message.startswith("data"):
+            raise
+        raise UserError(where + message[len("data"):]) from None
+
+
+def _load(ref: str, split: str, streaming: bool):
     import datasets
 
-    ref = settings.path
     if not (is_builtin(ref) or looks_local(ref)):
         raise ValueError(f"load_records got the hub id {ref!r}; call tui_lora.hub.resolve_sources first")
     path = builtin_path(ref) if is_builtin(ref) else Path(ref).expanduser()
     builder, files = None, []
     try:
         if (path / "dataset_info.json").exists() and (path / "state.json").exists():
-            return _saved_dataset(path, settings)
+            return _saved_dataset(path, split, streaming)
         builder, files = local_data_files(path)
         _check_not_empty(files, ref)
         _check_utf8(files)
         if path.is_file() and _is_json_lines(path):
-            return _json_lines(path, settings)
+            return _json_lines(path, split, streaming)
         if path.is_dir():
             # datasets' own folder reading: splits from file names (train-*.parquet, test.jsonl …) and
             # the configs of a downloaded hub repo's README, as the hub would serve them
-            return datasets.load_dataset(str(path), split=settings.split, streaming=settings.streaming)
-        return datasets.load_dataset(builder, data_files={"train": files}, split=settings.split,
-                                     streaming=settings.streaming)
+            return datasets.load_dataset(str(path), split=split, streaming=streaming)
+        return datasets.load_dataset(builder, data_files={"train": files}, split=split, streaming=streaming)
     except UserError:
         raise
     except UnicodeDecodeError as exc:
@@ -222,7 +231,7 @@ def load_records(settings: DataSettings):
             raise UserError(f"data.path: {ref!r} holds no records") from None
         _explain_bad_json(builder, files)
         # bad split names and slices arrive as ValueError; say which field to fix
-        raise UserError(f"data: cannot read {ref!r} with split {settings.split!r}: {first_line(exc)}") from None
+        raise UserError(f"data: cannot read {ref!r} with split {split!r}: {first_line(exc)}") from None
     except (FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as exc:
         raise UserError(f"data.path: {ref!r} was not found ({first_line(exc)})") from None
     except datasets.exceptions.DatasetGenerationError as exc:
@@ -233,7 +242,7 @@ def load_records(settings: DataSettings):
         raise UserError(f"data.path: {ref!r} could not be parsed: {first_line(cause)}") from None
 
 
-def _json_lines(path: Path, settings: DataSettings):
+def _json_lines(path: Path, split: str, streaming: bool):
     """A JSON Lines file, where a line that is not a record is a bad record (see readable_json_lines).
 
     datasets' own reader goes first (it is fast, and most files are clean); the line by line pass runs when
@@ -243,10 +252,9 @@ def _json_lines(path: Path, settings: DataSettings):
     import datasets
 
     def load(target: Path):
-        return datasets.load_dataset("json", data_files={"train": [str(target)]}, split=settings.split,
-                                     streaming=settings.streaming)
+        return datasets.load_dataset("json", data_files={"train": [str(target)]}, split=split, streaming=streaming)
 
-    if settings.streaming or first_non_utf8(path):
+    if streaming or first_non_utf8(path):
         return load(readable_json_lines(path))
     try:
         return load(path)
@@ -257,17 +265,17 @@ def _json_lines(path: Path, settings: DataSettings):
         return load(readable)
 
 
-def _saved_dataset(path: Path, settings: DataSettings):
+def _saved_dataset(path: Path, split: str, streaming: bool):
     """A folder written by Dataset.save_to_disk (the seed pipeline caches its data that way)."""
     import datasets
 
     records = datasets.load_from_disk(str(path))
     if isinstance(records, datasets.DatasetDict):
-        split = settings.split.split("[")[0]
-        if split not in records:
-            raise UserError(f"data.split: {path} has splits {', '.join(records)}, not {split!r}")
-        records = records[split]
-    if "[" in settings.split:
-        raise UserError(f"data.split: slicing ({settings.split!r}) is not supported for save_to_disk folders; "
+        name = split.split("[")[0]
+        if name not in records:
+            raise UserError(f"data.split: {path} has splits {', '.join(records)}, not {name!r}")
+        records = records[name]
+    if "[" in split:
+        raise UserError(f"data.split: slicing ({split!r}) is not supported for save_to_disk folders; "
                         "use data.max_samples")
-    return records.to_iterable_dataset() if settings.streaming else records
+    return records.to_iterable_dataset() if streaming else records

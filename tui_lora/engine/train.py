@@ -145,7 +145,7 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, stop,
 
     tokenizer = load_tokenizer(config)
     check_vocabulary(config, model_config, tokenizer)
-    events.status("preparing_data", f"reading {config.data.path}")
+    events.status("preparing_data", f"reading {config.data.described()}")
     with setup.main_process_first(desc="preparing the data"):
         train_set, eval_set, report = prepare_datasets(config, tokenizer)
     if report.used_default_template:

@@ -32,10 +32,17 @@ def describe_eval(event: Event) -> str:
 
 def describe_data(event: Event) -> str:
     reasons = "; ".join(f"{count} × {reason}" for reason, count in (event.get("skip_reasons") or {}).items())
-    return (f"data: {event.get('records')} records as {event.get('format')!r}, {event.get('skipped')} skipped"
+    line = (f"data: {event.get('records')} records as {event.get('format')!r}, {event.get('skipped')} skipped"
             f"{f' ({reasons})' if reasons else ''}, {event.get('truncated')} shortened to max_length; "
             f"{event.get('train_examples')} train / {event.get('eval_examples')} eval examples, "
             f"{event.get('trained_tokens'):,} of {event.get('train_tokens'):,} tokens trained")
+    sources = event.get("sources") or []
+    if len(sources) < 2:
+        return line
+    mixed = sum(source.get("trained_tokens", 0) for source in sources) or 1
+    parts = [f"{source.get('path')} {source.get('train_examples')} train "
+             f"({source.get('trained_tokens', 0) / mixed:.0%} of trained tokens)" for source in sources]
+    return f"{line}; {event.get('mix')}: {', '.join(parts)}"
 
 
 def describe_parameters(event: Event) -> str:
