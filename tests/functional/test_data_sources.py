@@ -226,3 +226,15 @@ def test_a_two_source_run_trains_and_reports_each_source(tmp_path, train_in_proc
     assert all(source["train_examples"] > 0 and source["eval_examples"] > 0 for source in data["sources"])
     assert data["train_examples"] == sum(source["train_examples"] for source in data["sources"])
     assert result["step"] == 2
+
+
+def test_the_wizards_preview_reads_every_source_and_shows_an_example_of_each(tmp_path):
+    from tui_lora.probe import probe_data
+    from tui_lora.tui.screens.data import describe_data
+
+    answer = probe_data(config_from_dict(two_sources(tmp_path, own={"max_samples": 5})))
+    assert [(source["format"], source["records"]) for source in answer["sources"]] == [("belle", 30), ("messages", 5)]
+    assert [example["source"] for example in answer["examples"][:2]] == [0, 1]  # the sources in turn
+    assert answer["records"] == 35 and answer["sampled"] is False
+    shown = describe_data(answer)
+    assert "source 1: builtin:belle-sample (belle) · 30 records" in shown and "source 2: " in shown

@@ -24,6 +24,11 @@ def describe_data(answer: dict) -> str:
              f"{answer['skipped']:,} skipped · {answer['truncated']:,} shortened to fit max_length"]
     for reason, count in answer.get("skip_reasons", {}).items():
         lines.append(f"  {count:,} × {reason}")
+    sources = answer.get("sources") or []
+    if len(sources) > 1:  # [[data.sources]] (edited in the run file): what each gave, the example from each in turn
+        for number, source in enumerate(sources, 1):
+            lines.append(f"source {number}: {source['path']} ({source['format']}) · {source['records']:,} records · "
+                         f"{source['skipped']:,} skipped · {source['truncated']:,} shortened")
     if answer.get("used_default_template"):
         lines.append("the tokenizer has no chat template: tui-lora's default ChatML is used (and saved)")
     return "\n".join(lines)
