@@ -74,3 +74,18 @@ def write_run_file(path: Path, raw: dict) -> Path:
 
     path.write_text(tomli_w.dumps(raw), encoding="utf-8")
     return path
+
+
+def trained_pieces(tokenizer, ids, labels) -> list[str]:
+    """The trained spans of one example, decoded, in order."""
+    pieces, current = [], []
+    for token, label in zip(ids, labels):
+        if label != -100:
+            assert label == token
+            current.append(token)
+        elif current:
+            pieces.append(tokenizer.decode(current))
+            current = []
+    if current:
+        pieces.append(tokenizer.decode(current))
+    return pieces

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_cli, tiny_run_file, write_run_file
+from conftest import run_cli, tiny_run_file, trained_pieces, write_run_file
 
 from tui_lora.config import ConfigError, config_from_dict
 from tui_lora.data.prepare import encode_records
@@ -38,21 +38,6 @@ def encoded(tmp_path, **data):
     tokenizer = load_tokenizer(config)
     examples, report = encode_records(config, tokenizer)
     return tokenizer, examples, report
-
-
-def trained_pieces(tokenizer, ids, labels) -> list[str]:
-    """The trained spans of one example, decoded, in order."""
-    pieces, current = [], []
-    for token, label in zip(ids, labels):
-        if label != -100:
-            assert label == token
-            current.append(token)
-        elif current:
-            pieces.append(tokenizer.decode(current))
-            current = []
-    if current:
-        pieces.append(tokenizer.decode(current))
-    return pieces
 
 
 def test_a_dialog_with_its_own_speakers_trains_exactly_the_replies(tmp_path):

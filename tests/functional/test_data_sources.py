@@ -10,7 +10,7 @@ import hashlib
 import json
 
 import pytest
-from conftest import run_cli, tiny_run_file, write_run_file
+from conftest import run_cli, tiny_run_file, trained_pieces, write_run_file
 
 from tui_lora.config import ConfigError, config_from_dict
 from tui_lora.data.prepare import encode_records, prepare_datasets, split_examples
@@ -52,20 +52,6 @@ def prepared(raw: dict):
     tokenizer = load_tokenizer(config)
     train, evaluation, report = prepare_datasets(config, tokenizer)
     return tokenizer, train, evaluation, report
-
-
-def trained_pieces(tokenizer, ids, labels) -> list[str]:
-    pieces, current = [], []
-    for token, label in zip(ids, labels):
-        if label != -100:
-            assert label == token
-            current.append(token)
-        elif current:
-            pieces.append(tokenizer.decode(current))
-            current = []
-    if current:
-        pieces.append(tokenizer.decode(current))
-    return pieces
 
 
 def digest(*parts) -> str:
