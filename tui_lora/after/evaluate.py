@@ -55,8 +55,9 @@ def data_config(config, data_file: str | None):
     path = Path(data_file).expanduser()
     if not path.exists():
         raise UserError(f"--data {data_file}: no such file or folder")
+    # the file alone, in place of the run's data (its [[data.sources]] too)
     data = replace(config.data, path=str(path.absolute()), format="auto", split="train", streaming=False,
-                   validation_split=0.0, max_samples=0)
+                   validation_split=0.0, max_samples=0, sources=[], mix="concat")
     return replace(config, data=data)
 
 
