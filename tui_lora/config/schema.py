@@ -168,8 +168,7 @@ def _mapping_settings() -> dict[str, Any]:
     )
 
 
-# The keys each [[data.sources]] table may hold besides the mapping; in [data] they are path, format, split,
-# max_samples and system_prompt.
+# How several [[data.sources]] combine (data.mix); data/mix.py says what each does.
 MIXES = ("concat", "interleave_under", "interleave_over")
 
 
