@@ -310,7 +310,7 @@ def resolve_sources(config: RunConfig, emit: Emit | None = None) -> RunConfig:
     if is_hub_id(tokenizer.name_or_path):
         tokenizer = replace(tokenizer, name_or_path=str(fetch(tokenizer.name_or_path, "tokenizer", "main",
                                                               config.hub, emit)))
-    data = data.with_paths([str(fetch(ref, "dataset", "main", config.hub, emit, key)) if is_hub_id(ref) else ref
+    data = data.with_each("path", [str(fetch(ref, "dataset", "main", config.hub, emit, key)) if is_hub_id(ref) else ref
                             for key, ref in data.keyed_paths()])
     return replace(config, model=model, tokenizer=tokenizer, data=data)
 

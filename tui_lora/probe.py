@@ -398,11 +398,8 @@ def probe_data(config: RunConfig) -> dict:
     capped = [not source.max_samples or source.max_samples > each for source in data.source_list()]
     caps = [each if cut else source.max_samples for cut, source in zip(capped, data.source_list())]
     # one process: a pool of tokenising workers costs more than 200 records, and would outlive a timeout
-    if data.sources:
-        data = replace(data, sources=[replace(source, max_samples=cap) for source, cap in zip(data.sources, caps)])
-    else:
-        data = replace(data, max_samples=caps[0])
-    config = _tokenizer_and_data_sources(replace(config, data=replace(data, num_proc=1)))
+    data = replace(data.with_each("max_samples", caps), num_proc=1)
+    config = _tokenizer_and_data_sources(replace(config, data=data))
     tokenizer = load_tokenizer(config)
     examples, report = encode_records(config, tokenizer)
     pad = config.collator.label_pad_token_id
@@ -462,7 +459,7 @@ def _tokenizer_and_data_sources(config: RunConfig) -> RunConfig:
             # load_tokenizer reads the model's folder when no tokenizer is named; give it the tokenizer's files
             folder = _fetch_tokenizer("model.name_or_path", model.name_or_path, model.revision, hub)
             model = replace(model, name_or_path=str(folder))
-    data = data.with_paths([str(fetch(ref, "dataset", "main", hub, key=key)) if is_hub_id(ref) else ref
+    data = data.with_each("path", [str(fetch(ref, "dataset", "main", hub, key=key)) if is_hub_id(ref) else ref
                             for key, ref in data.keyed_paths()])
     return replace(config, model=model, tokenizer=tokenizer, data=data)
 

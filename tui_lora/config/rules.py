@@ -147,8 +147,7 @@ def _sources(d) -> Iterator[ConfigIssue]:
         if getattr(d, key) != getattr(default, key):
             yield ConfigIssue(f"data.{key}", "is set, but the run lists [[data.sources]]; set it in each source "
                                              "instead (or remove the sources and keep one data.path)")
-    for number, source in enumerate(d.sources, 1):
-        where = f"data.sources[{number}]"
+    for where, source in d.tables():
         if not source.path:
             yield ConfigIssue(f"{where}.path", "is required: a data file or folder, a hub data set id, or "
                                                "builtin:belle-sample")

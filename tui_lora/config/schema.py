@@ -256,17 +256,23 @@ class DataSettings:
         own = {name: getattr(self, name) for name in PER_SOURCE_KEYS}
         return [DataSource(**own, system_prompt=self.system_prompt)]
 
-    def keyed_paths(self) -> list[tuple[str, str]]:
-        """(run-file key, path) of each source: data.path, or data.sources[N].path counting from 1."""
+    def tables(self) -> list[tuple[str, DataSource]]:
+        """(the table each source is written in: data, or data.sources[N] counting from 1; the source), in order:
+        what messages about a source name."""
         if not self.sources:
-            return [("data.path", self.path)]
-        return [(f"data.sources[{number}].path", source.path) for number, source in enumerate(self.sources, 1)]
+            return [("data", self.source_list()[0])]
+        return [(f"data.sources[{number}]", source) for number, source in enumerate(self.sources, 1)]
 
-    def with_paths(self, paths: list[str]) -> "DataSettings":
-        """The same settings with each source's path replaced, in keyed_paths' order (hub ids -> folders)."""
+    def keyed_paths(self) -> list[tuple[str, str]]:
+        """(run-file key, path) of each source: data.path, or data.sources[N].path."""
+        return [(f"{where}.path", source.path) for where, source in self.tables()]
+
+    def with_each(self, key: str, values: list) -> "DataSettings":
+        """The same settings with one per-source key replaced in each source, in tables' order (the paths of hub
+        ids by their folders, a preview's caps); a one-source run has it in [data]."""
         if not self.sources:
-            return replace(self, path=paths[0])
-        return replace(self, sources=[replace(source, path=path) for source, path in zip(self.sources, paths)])
+            return replace(self, **{key: values[0]})
+        return replace(self, sources=[replace(source, **{key: value}) for source, value in zip(self.sources, values)])
 
     def described(self) -> str:
         """The data in a few words, for summary lines: the path, or the sources and how they mix."""

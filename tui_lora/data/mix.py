@@ -46,6 +46,13 @@ def weights(settings: DataSettings) -> list[float]:
     return [source.weight / total for source in settings.sources]
 
 
+def concatenate(parts: list):
+    """The parts one after the other (Datasets or streams)."""
+    import datasets
+
+    return datasets.concatenate_datasets(parts)
+
+
 def mix(parts: list, settings: DataSettings, seed: int):
     """The parts (one per source, in order) as one data set, as data.mix says; a stream stays a stream."""
     import datasets
@@ -53,7 +60,7 @@ def mix(parts: list, settings: DataSettings, seed: int):
     if len(parts) == 1:
         return parts[0]
     if settings.mix == "concat":
-        return datasets.concatenate_datasets(parts)
+        return concatenate(parts)
     return datasets.interleave_datasets(parts, probabilities=weights(settings), seed=seed,
                                         stopping_strategy=STOPPING[settings.mix])
 
@@ -71,17 +78,15 @@ def hold_out(examples, share: float, seed: int, where: str) -> tuple[Any, Any | 
 
 def split_and_mix(parts: list, settings: DataSettings, seed: int) -> tuple[Any, Any | None]:
     """(training set as mixed, evaluation set or None) from each source's usable examples."""
-    import datasets
-
     share = settings.validation_split
     if len(parts) == 1:
         return hold_out(parts[0], share, seed, "data")
     if settings.validation_per_source:
-        pairs = [hold_out(part, share, seed, f"data.sources[{number}]") for number, part in enumerate(parts, 1)]
+        pairs = [hold_out(part, share, seed, where) for part, (where, _) in zip(parts, settings.tables())]
         trains = [train for train, _ in pairs]
         held = [evaluation for _, evaluation in pairs if evaluation is not None]
-        return mix(trains, settings, seed), datasets.concatenate_datasets(held) if held else None
-    train, evaluation = hold_out(datasets.concatenate_datasets(parts), share, seed, "data")
+        return mix(trains, settings, seed), concatenate(held) if held else None
+    train, evaluation = hold_out(concatenate(parts), share, seed, "data")
     if settings.mix == "concat":
         return train, evaluation
     trains = by_source(train, len(parts)) if evaluation is not None else parts
@@ -97,22 +102,22 @@ def by_source(examples, count: int) -> list:
 
 
 def per_source(examples, count: int) -> list[dict[str, int]]:
-    """Examples, tokens and trained tokens of each source in a data set (the mix as built)."""
-    table = arrow_columns(examples, "source", "n_tokens", "n_trained")
+    """Examples and trained tokens of each source in a data set (the mix as built)."""
+    table = arrow_columns(examples, "source", "n_trained")
     found = {row["source"]: row for row in table.group_by("source").aggregate(
-        [("source", "count"), ("n_tokens", "sum"), ("n_trained", "sum")]).to_pylist()}
+        [("source", "count"), ("n_trained", "sum")]).to_pylist()}
     return [{"examples": int(found.get(index, {}).get("source_count", 0)),
-             "tokens": int(found.get(index, {}).get("n_tokens_sum", 0) or 0),
              "trained_tokens": int(found.get(index, {}).get("n_trained_sum", 0) or 0)} for index in range(count)]
 
 
 def first_of_each(examples, count: int) -> list[int]:
     """Row numbers of the first `count` examples taken from the sources in turn (one source: the first ones), so a
     preview of a mix shows every source."""
-    numbers = arrow_columns(examples, "source").column("source").to_pylist()
-    queues: dict[int, list[int]] = {}
-    for row, number in enumerate(numbers):
-        if len(queues.setdefault(number, [])) < count:
-            queues[number].append(row)
-    rounds = zip(*(queues[number] + [-1] * (count - len(queues[number])) for number in sorted(queues)))
-    return [row for turn in rounds for row in turn if row >= 0][:count]
+    from itertools import chain, zip_longest
+
+    rows: dict[int, list[int]] = {}  # each source's first rows
+    for row, number in enumerate(arrow_columns(examples, "source").column("source").to_pylist()):
+        if len(rows.setdefault(number, [])) < count:
+            rows[number].append(row)
+    in_turn = chain.from_iterable(zip_longest(*(rows[number] for number in sorted(rows))))
+    return [row for row in in_turn if row is not None][:count]

@@ -21,7 +21,8 @@ from tui_lora.config.schema import RunConfig
 from tui_lora.data.encode import ConversationEncoder
 from tui_lora.data.formats import ASSISTANT, USER, BadRecord, detect_format, to_messages, with_system_prompt
 from tui_lora.data.mapping import ColumnMapping
-from tui_lora.data.mix import arrow_columns, by_source, column_sum, mix, per_source, split_and_mix, weights
+from tui_lora.data.mix import (arrow_columns, by_source, column_sum, concatenate, mix, per_source, split_and_mix,
+                               weights)
 from tui_lora.data.sources import UNREADABLE, load_records
 from tui_lora.errors import UserError
 
@@ -184,20 +185,12 @@ def build_encoder(config: RunConfig, tokenizer) -> ConversationEncoder:
                                       model_stop_ids=model_stop_ids(config))
     except ValueError as exc:
         raise UserError(f"{key}: {exc}") from None
-    for where, source in numbered_sources(config.data):
+    for where, source in config.data.tables():
         prompt = source_system_prompt(config.data, source)
         if prompt:
             check_system_prompt(encoder, prompt, f"{where}.system_prompt" if source.system_prompt
                                 else "data.system_prompt")
     return encoder
-
-
-def numbered_sources(settings) -> list[tuple[str, Any]]:
-    """(the table each source is written in: data or data.sources[N], the source), in order."""
-    sources = settings.source_list()
-    if not settings.sources:
-        return [("data", sources[0])]
-    return [(f"data.sources[{number}]", source) for number, source in enumerate(sources, 1)]
 
 
 def source_system_prompt(settings, source) -> str:
@@ -231,7 +224,7 @@ def encode_records(config: RunConfig, tokenizer) -> tuple[Any, DataReport]:
     settings = config.data
     encoder = build_encoder(config, tokenizer)
     parts, reports = [], []
-    for index, (where, source) in enumerate(numbered_sources(settings)):
+    for index, (where, source) in enumerate(settings.tables()):
         part, source_report = _encode_source(config, encoder, source, index, where)
         parts.append(part)
         reports.append(source_report)
@@ -253,12 +246,6 @@ def encode_records(config: RunConfig, tokenizer) -> tuple[Any, DataReport]:
     report.bad_records = report.bad_records[:SHOWN_BAD_RECORDS]
     kept = [part.filter(lambda error: not error, input_columns="error") for part in parts]
     return (kept[0] if len(kept) == 1 else concatenate(kept)), report
-
-
-def concatenate(parts: list):
-    import datasets
-
-    return datasets.concatenate_datasets(parts)
 
 
 def _encode_source(config: RunConfig, encoder: ConversationEncoder, source, index: int, where: str):

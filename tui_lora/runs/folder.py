@@ -152,7 +152,7 @@ def resolve_paths(config):
         launch=replace(config.launch, config_file=absolute(config.launch.config_file)),
         model=replace(config.model, name_or_path=absolute(config.model.name_or_path)),
         tokenizer=replace(config.tokenizer, name_or_path=absolute(config.tokenizer.name_or_path)),
-        data=config.data.with_paths([absolute(path) for _, path in config.data.keyed_paths()]),
+        data=config.data.with_each("path", [absolute(path) for _, path in config.data.keyed_paths()]),
         training=replace(t, output_dir=str(Path(t.output_dir).expanduser().absolute()),
                          logging_dir=str(Path(t.logging_dir).expanduser().absolute()) if t.logging_dir else ""),
     )
