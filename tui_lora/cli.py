@@ -31,7 +31,10 @@ def load(args):
 
 
 def cmd_validate(args) -> int:
+    from tui_lora.data.prepare import check_system_prompts_here
+
     config = load(args)
+    check_system_prompts_here(config)  # the one check that needs the model's template, where it is on disk
     lora = config.lora
     targets = lora.target_modules if isinstance(lora.target_modules, str) else ", ".join(lora.target_modules)
     print(f"{args.preset}: ok — model {config.model.name_or_path}, quantization {config.quantization.mode}, "

@@ -10,10 +10,15 @@ short-lived child process, which prints exactly one JSON object on stdout and ex
             "linear": [...], "embedding": [...], "modules": [...], "bias_parameters", "cuda": [...]}
     data   {"ok": true, "format", "records", "skipped", "skip_reasons", "truncated",
             "used_default_template", "sampled", "examples": [...], "lengths": [...]}
+    records {"ok": true, "sources": [{"where", "path", "columns", "record", "format", "messages", "error"}]}:
+            each data source's first record as read and as a conversation after its mapping and system
+            prompt (no tokenizer), for the wizard's data-set editor; a source that cannot be read has its
+            one-line "error" and the others still answer
     hub    {"ok": bool, "lines": [...]}
     machine {"ok": true, "problems": ["<key>: <what run would refuse>", ...]}: what `tui-lora run` checks
             about this machine before it loads anything (engine.model.check_hardware, the quantisation
-            backend), asked with the run's own functions so the review never holds a copy of the rules
+            backend, a system prompt the model's template refuses), asked with the run's own functions so
+            the review never holds a copy of the rules
 
 and for any problem {"ok": false, "error": "<one line>"}. The draft may be incomplete, so the
 run file's validation issues are ignored (a bad field keeps its default); the probe fails
@@ -42,9 +47,10 @@ from tui_lora.config.schema import HubSettings, RunConfig
 from tui_lora.errors import UserError, first_line
 from tui_lora.secret_guard import strip_secrets
 
-KINDS = ("model", "data", "hub", "machine")
+KINDS = ("model", "data", "records", "hub", "machine")
 DATA_SAMPLE_CAP = 200  # records encoded for the data preview: enough for a length histogram, quick to tokenise
 SHOWN_EXAMPLES = 3
+SHOWN_RECORD_CHARS = 600  # of a raw record as JSON, and of each message's content, in the data-set editor
 # What AutoConfig reads from a repo: the config, and the code files when trust_remote_code is on.
 CONFIG_PATTERNS = ["config.json", "*.py"]
 
@@ -140,7 +146,8 @@ def _answer(args: list[str]) -> dict:
 
         apply_hub_environment(config.hub)  # before anything imports huggingface_hub
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        return {"model": probe_model, "data": probe_data, "hub": probe_hub, "machine": probe_machine}[kind](config)
+        return {"model": probe_model, "data": probe_data, "records": probe_records, "hub": probe_hub,
+                "machine": probe_machine}[kind](config)
     except UserError as exc:
         return _failure(first_line(exc))
     except Exception as exc:  # a bug or a library failure: still one line, never a traceback on stdout
@@ -208,12 +215,14 @@ def _modelscope_files(key: str, ref: str, revision: str, hub: HubSettings, patte
 
 
 def probe_machine(config: RunConfig) -> dict:
-    """The refusals `tui-lora run` makes about this machine before loading, each check run as the run runs it."""
+    """The refusals `tui-lora run` makes about this machine before loading, each check run as the run runs it,
+    and whether the model's template takes the run's system prompts (as `tui-lora validate` checks it)."""
+    from tui_lora.data.prepare import check_system_prompts_here
     from tui_lora.engine import model as models
     from tui_lora.engine import preflight
 
     problems = []
-    for check in (models.check_hardware, preflight.check_quantization_backend):
+    for check in (models.check_hardware, preflight.check_quantization_backend, check_system_prompts_here):
         try:
             check(config)
         except UserError as exc:  # each check stops at its first problem, as it does in the run
@@ -423,6 +432,60 @@ def probe_data(config: RunConfig) -> dict:
                 "truncated": source.truncated} for source in report.sources]
     return {"ok": True, "format": report.format, **counts, "used_default_template": report.used_default_template,
             "examples": shown, "lengths": lengths, "sources": sources}
+
+
+def probe_records(config: RunConfig) -> dict:
+    """Each source's first record, raw and as the conversation its mapping (or its detected format) and system
+    prompt make of it: how a user checks a column mapping without a tokenizer or a pass over the data."""
+    return {"ok": True, "sources": [_first_record(config, where, source) for where, source in config.data.tables()]}
+
+
+def _first_record(config: RunConfig, where: str, source) -> dict:
+    from tui_lora.data.formats import BadRecord, to_messages, with_system_prompt
+    from tui_lora.data.mapping import ColumnMapping
+    from tui_lora.data.prepare import choose_format, source_system_prompt
+    from tui_lora.data.sources import UNREADABLE, load_records
+    from tui_lora.hub import fetch, is_hub_id
+
+    answer: dict[str, Any] = {"where": where, "path": source.path, "columns": [], "record": "", "format": "",
+                              "messages": [], "error": ""}
+    try:
+        _check_ref(f"{where}.path", source.path, config.hub)
+        if is_hub_id(source.path):
+            source = replace(source, path=str(fetch(source.path, "dataset", "main", config.hub, key=f"{where}.path")))
+        records = load_records(source, streaming=True, where=where)  # a stream: the first record, not the file
+        first = next(iter(records), None)
+        if first is None:
+            raise UserError(f"{where}.path: the data set is empty")
+        if first.get(UNREADABLE):
+            raise UserError(f"{where}.path: {first[UNREADABLE]}")
+        first = {key: value for key, value in first.items() if key != UNREADABLE}
+        answer["columns"] = list(first)
+        answer["record"] = _cut(json.dumps(first, ensure_ascii=False, default=str))
+        mapping = ColumnMapping.from_settings(source)
+        if mapping is not None:
+            problem = mapping.missing_column(list(first), where)
+            if problem:
+                raise UserError(problem)
+        fmt = mapping.format if mapping is not None else choose_format([first], source.format, where)
+        answer["format"] = fmt
+        try:
+            record = mapping.apply(first) if mapping is not None else first
+            messages = with_system_prompt(to_messages(record, fmt), source_system_prompt(config.data, source),
+                                          config.data.system_prompt_mode)
+        except BadRecord as exc:
+            raise UserError(f"record 1 cannot be used as {fmt!r}: {exc}") from None
+        answer["messages"] = [{"role": message["role"], "content": _cut(str(message["content"]))}
+                              for message in messages]
+    except UserError as exc:
+        answer["error"] = first_line(exc)
+    except Exception as exc:  # one source's failure is its own line; the others still answer
+        answer["error"] = f"{where}.path: {type(exc).__name__}: {first_line(exc)}"
+    return answer
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= SHOWN_RECORD_CHARS else text[:SHOWN_RECORD_CHARS - 1] + "…"
 
 
 def _streamed_counts(rows: list[dict], sources: int) -> dict:

@@ -201,6 +201,46 @@ def test_data_in_no_known_format_is_the_runs_one_line(tmp_path, tiny_raw):
     assert done.stderr.splitlines()[0] == f"error: {answer['error']}"
 
 
+def test_records_probe_shows_each_sources_first_record_as_mapped_and_each_failure_on_its_own(tmp_path, monkeypatch,
+                                                                                         tiny_raw):
+    """The wizard's data-set editor: the first record raw and as a conversation, from a file, a hub id on the
+    loopback mirror and the builtin; a bad mapping or a missing file is that source's one line, the rest answer."""
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text(json.dumps({"talk": [{"who": "A", "say": "Hi\nthere"}, {"who": "B", "say": "Hello."}],
+                                "persona": "Be brief."}) + "\n", encoding="utf-8")
+    mapped = {"path": str(mine), "messages_column": "talk", "role_key": "who", "content_key": "say",
+              "user_roles": ["A"], "assistant_roles": ["B"]}
+    folder = tmp_path / "hub-data"
+    folder.mkdir()
+    shutil.copy(BUILTINS["belle-sample"], folder / "train.jsonl")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    raw = copy.deepcopy(tiny_raw)
+    del raw["data"]["path"], raw["data"]["max_samples"]
+    raw["data"].update(system_prompt="Be kind.", sources=[
+        {"path": "builtin:belle-sample", "format": "belle"}, {**mapped, "system_column": "persona"},
+        {**mapped, "messages_column": "dialog"}, {"path": str(tmp_path / "gone.jsonl")},
+        {"path": "tui-test/belle-hub"}])
+    with MirrorServer({("dataset", "tui-test/belle-hub"): folder}) as mirror:
+        raw["hub"] = {"endpoint": mirror.url, "cache_dir": str(tmp_path / "cache"), "timeout": 5.0}
+        answer = run_probe("records", raw)
+    assert answer["ok"], answer
+    belle, own, bad, gone, hub = answer["sources"]
+    first_belle = json.loads(BUILTINS["belle-sample"].read_text(encoding="utf-8").splitlines()[0])
+    assert belle["columns"] == ["instruction", "input", "output"] and belle["format"] == "belle"
+    assert belle["messages"][0] == {"role": "system", "content": "Be kind."}  # the run's prompt, where none is
+    assert first_belle["output"].startswith(belle["messages"][-1]["content"].removesuffix("…"))
+    assert hub["messages"] == belle["messages"] and hub["where"] == "data.sources[5]" and not hub["error"]
+    assert own == {"where": "data.sources[2]", "path": str(mine), "columns": ["talk", "persona"],
+                   "record": json.dumps({"talk": [{"who": "A", "say": "Hi\nthere"}, {"who": "B", "say": "Hello."}],
+                                         "persona": "Be brief."}, ensure_ascii=False),
+                   "format": "messages", "error": "",
+                   "messages": [{"role": "system", "content": "Be brief."},  # its own column, before the run's
+                                {"role": "user", "content": "Hi\nthere"}, {"role": "assistant", "content": "Hello."}]}
+    assert bad["error"] == ("data.sources[3].messages_column: the data has no column 'dialog'; its columns are "
+                            "talk, persona") and bad["columns"] == ["talk", "persona"] and bad["messages"] == []
+    assert gone["error"].startswith("data.sources[4].path: ") and "gone.jsonl" in gone["error"]
+
+
 def test_modelscope_without_its_package_is_one_line(tmp_path):
     import importlib.util
 

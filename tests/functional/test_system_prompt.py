@@ -17,6 +17,7 @@ from tui_lora.config import ConfigError, config_from_dict
 from tui_lora.data.prepare import encode_records
 from tui_lora.errors import UserError
 from tui_lora.models import load_tokenizer
+from tui_lora.probe import run_probe
 
 PROMPT = "You are Qwyx, a terse assistant who answers in one sentence."
 
@@ -101,12 +102,28 @@ def test_a_template_without_a_system_role_is_one_line_before_any_record(tmp_path
     model = model_with_template(tmp_path, gemma2)
     raw = tiny_run_file(tmp_path / "run", model={"name_or_path": str(model)},
                         data={"system_prompt": PROMPT, "max_samples": 4})
-    done = run_cli("data", str(write_run_file(tmp_path / "run.toml", raw)), "--count", "1")
-    assert done.returncode == 2, done.stderr
-    errors = done.stderr.strip().splitlines()
-    assert len(errors) == 1 and errors[0].startswith("error: data.system_prompt: the model's chat template takes "
-                                                     "no system message (System role not supported)")
-    assert "Traceback" not in done.stderr
+    run_file = str(write_run_file(tmp_path / "run.toml", raw))
+    line = "error: data.system_prompt: the model's chat template takes no system message (System role not supported)"
+    # at validation (the tokenizer is on this machine), as the data step, and in the wizard's review
+    for verb in (["validate"], ["data", "--count", "1"]):
+        done = run_cli(*verb[:1], run_file, *verb[1:])
+        assert done.returncode == 2, done.stderr
+        errors = done.stderr.strip().splitlines()
+        assert len(errors) == 1 and errors[0].startswith(line), errors
+        assert "Traceback" not in done.stderr
+    answer = run_probe("machine", raw)
+    assert [problem.split(" (")[0] for problem in answer["problems"]] == [line.removeprefix("error: ").split(" (")[0]]
+    # a data set's own prompt is named by its own key; one without a prompt passes
+    own = tiny_run_file(tmp_path / "run", model={"name_or_path": str(model)},
+                        data={"path": "", "max_samples": 0, "sources": [
+                            {"path": "builtin:belle-sample", "max_samples": 4},
+                            {"path": "builtin:belle-sample", "max_samples": 4, "system_prompt": PROMPT}]})
+    done = run_cli("validate", str(write_run_file(tmp_path / "own.toml", own)))
+    assert done.returncode == 2 and done.stderr.startswith("error: data.sources[2].system_prompt: the model's chat "
+                                                           "template takes no system message"), done.stderr
+    del own["data"]["sources"][1]["system_prompt"]
+    done = run_cli("validate", str(write_run_file(tmp_path / "own.toml", own)))
+    assert done.returncode == 0, done.stderr
 
 
 def test_a_template_that_drops_system_messages_is_refused(tmp_path):

@@ -33,6 +33,7 @@ from textual.widgets import Input
 
 import tui_lora.probe
 from tui_lora.tui.app import WizardApp
+from tui_lora.tui.draft import parse_text
 from tui_lora.tui.screens.data import DataScreen
 from tui_lora.tui.screens.dialogs import HelpDialog, SaveDialog
 from tui_lora.tui.screens.lora import LoraScreen
@@ -99,7 +100,7 @@ async def paste_into(pilot, key: str, text: str) -> None:
     await pilot.press("home", "ctrl+k")
     pilot.app.post_message(events.Paste(text))
     await pilot.pause()
-    assert pilot.app.draft.get(key) == text, pilot.app.draft.get(key)
+    assert pilot.app.draft.get(key) == parse_text(key, text), pilot.app.draft.get(key)
 
 
 async def ready(pilot) -> None:
@@ -142,6 +143,23 @@ async def press_button(pilot, button_id: str) -> None:
     await pilot.pause()
     await pilot.press("enter")
     await settle(pilot)
+
+
+async def walk_to_data_sets(pilot) -> None:
+    """The data step with Belle, then "Add a data set": a file of its own layout (in the working folder), mapped,
+    in the editor of data set 2."""
+    from tui_lora.tui.screens.data_source import DataSourceDialog
+
+    Path("mine.jsonl").write_text('{"talk": [{"who": "A", "say": "Question 0?"}, {"who": "B", "say": "Answer 0."}], '
+                                  '"persona": "You answer in one line."}\n', encoding="utf-8")
+    await walk_to(pilot, DataScreen)
+    await paste_into(pilot, "data.path", DATA)
+    await press_button(pilot, "add-source")
+    assert isinstance(pilot.app.screen, DataSourceDialog)
+    for name, value in (("path", "mine.jsonl"), ("weight", "2"), ("messages_column", "talk"), ("role_key", "who"),
+                        ("content_key", "say"), ("user_roles", "A"), ("assistant_roles", "B"),
+                        ("system_column", "persona")):
+        await paste_into(pilot, f"data.sources[2].{name}", value)
 
 
 def show(pilot, widget_id: str, top: bool = False) -> None:
@@ -208,6 +226,29 @@ class TestSteps:
             summary = str(pilot.app.screen.query_one("#data-summary").render())
             assert summary.startswith("format belle"), summary
             show(pilot, "preview", top=True)  # the focused button, the summary and the example below
+            await ready(pilot)
+
+        assert snap_compare(wizard(), terminal_size=size, run_before=run_before)
+
+    def test_data_sets_listed_with_their_mix(self, snap_compare, size):
+        async def run_before(pilot):
+            await walk_to_data_sets(pilot)
+            await pilot.press("escape")
+            await pilot.pause()
+            pilot.app.screen.query_one("#data--mix").value = "interleave_over"
+            await pilot.pause()
+            assert pilot.app.screen.query_one("#sources").option_count == 2
+            pilot.app.screen.query_one("#sources").focus()
+            await ready(pilot)
+
+        assert snap_compare(wizard(), terminal_size=size, run_before=run_before)
+
+    def test_data_set_editor_with_its_first_record(self, snap_compare, size):
+        async def run_before(pilot):
+            await walk_to_data_sets(pilot)
+            await press_button(pilot, "first-record")
+            view = str(pilot.app.screen.query_one("#record-view").render())
+            assert "assistant: Answer 0." in view, view
             await ready(pilot)
 
         assert snap_compare(wizard(), terminal_size=size, run_before=run_before)

@@ -147,6 +147,42 @@ def load_run_file_text(folder, text):
     return load_run_file(path)
 
 
+def test_a_second_data_set_moves_the_first_into_the_list_and_removing_it_gives_back_the_one_source_form():
+    draft = Draft({"data": {"path": "builtin:belle-sample", "format": "belle", "messages_column": "",
+                            "validation_split": 0.1, "system_prompt": "Be kind."}})
+    assert draft.add_source() == 2
+    # the data set [data] described, with every key it set for itself; [data] keeps what all share
+    assert draft.raw["data"] == {"validation_split": 0.1, "system_prompt": "Be kind.", "sources": [
+        {"path": "builtin:belle-sample", "format": "belle", "messages_column": ""}, {"path": ""}]}
+    assert [str(issue) for issue in draft.check.issues if issue.key.startswith("data")] == [
+        "data.sources[2].path: is required: a data file or folder, a hub data set id, or builtin:belle-sample"]
+    draft.set("data.sources[2].path", "builtin:belle-sample")
+    draft.set("data.sources[2].weight", parse_text("data.sources[2].weight", "2"))
+    draft.set("data.sources[2].user_roles", parse_text("data.sources[2].user_roles", "A, human"))
+    draft.set("data.sources[2].system_prompt", "Be brief.")
+    draft.set("data.mix", "interleave_under")
+    assert draft.get("data.sources[2].user_roles") == ["A", "human"] and draft.get("data.sources[1].weight") == 1.0
+    assert draft.names("data.sources[2].weight") and not draft.names("data.sources[1].weight")
+    sources = draft.check.config.data.sources
+    assert [(source.weight, source.system_prompt) for source in sources] == [(1.0, ""), (2.0, "Be brief.")]
+    assert draft.add_source() == 3 and len(draft.sources()) == 3
+    draft.remove_source(3)
+    draft.remove_source(1)
+    # one left: its keys are [data]'s again (its own prompt in place of the run's), and mixing keys go
+    assert draft.raw["data"] == {"validation_split": 0.1, "system_prompt": "Be brief.", "path": "builtin:belle-sample",
+                                 "user_roles": ["A", "human"]}
+    assert draft.check.field_issues == []
+
+
+def test_a_data_sets_bad_value_is_kept_as_typed_in_its_own_table(tmp_path):
+    draft = Draft({"data": {"sources": [{"path": "builtin:belle-sample"}, {"path": "builtin:belle-sample"}]}})
+    draft.set("data.sources[2].weight", "lots")
+    assert [str(issue) for issue in draft.check.field_issues] == [
+        "data.sources[2].weight: 'lots' has the wrong type; it must be a number"]
+    saved = tomllib.loads(draft.to_toml())["data"]["sources"]
+    assert saved[1]["weight"] == "lots" and saved[0]["weight"] == 1.0
+
+
 def test_the_machine_probes_lines_become_issues_of_the_keys_they_name():
     from tui_lora.tui.draft import machine_issues
 

@@ -199,7 +199,8 @@ class DataSource:
 
 
 # The [data] keys a one-source run sets there and a run with [[data.sources]] sets in each source instead.
-PER_SOURCE_KEYS = ("path", "format", "split", "max_samples", *_mapping_settings())
+MAPPING_KEYS = tuple(_mapping_settings())
+PER_SOURCE_KEYS = ("path", "format", "split", "max_samples", *MAPPING_KEYS)
 
 
 @dataclass
@@ -273,6 +274,21 @@ class DataSettings:
         if not self.sources:
             return replace(self, **{key: values[0]})
         return replace(self, sources=[replace(source, **{key: value}) for source, value in zip(self.sources, values)])
+
+    def shares(self) -> list[float]:
+        """Each source's share of an interleaved mix, summing to 1."""
+        total = sum(source.weight for source in self.sources) or 1.0
+        return [source.weight / total for source in self.sources]
+
+    def mix_rule(self) -> str:
+        """How the sources combine, in words (the data report, the wizard's review); empty for one source."""
+        if len(self.sources) < 2:
+            return ""
+        if self.mix == "concat":
+            return f"{len(self.sources)} sources, concatenated (each record once)"
+        shares = ", ".join(f"{share:.0%}" for share in self.shares())
+        until = "the first runs out" if self.mix == "interleave_under" else "every source is used whole"
+        return f"{len(self.sources)} sources, interleaved by weight ({shares}) until {until}"
 
     def described(self) -> str:
         """The data in a few words, for summary lines: the path, or the sources and how they mix."""

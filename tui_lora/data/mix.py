@@ -40,12 +40,6 @@ def column_sum(table, name: str) -> int:
     return int(pc.sum(table.column(name)).as_py() or 0)
 
 
-def weights(settings: DataSettings) -> list[float]:
-    """Each source's share of an interleaved mix, summing to 1."""
-    total = sum(source.weight for source in settings.sources)
-    return [source.weight / total for source in settings.sources]
-
-
 def concatenate(parts: list):
     """The parts one after the other (Datasets or streams)."""
     import datasets
@@ -61,7 +55,7 @@ def mix(parts: list, settings: DataSettings, seed: int):
         return parts[0]
     if settings.mix == "concat":
         return concatenate(parts)
-    return datasets.interleave_datasets(parts, probabilities=weights(settings), seed=seed,
+    return datasets.interleave_datasets(parts, probabilities=settings.shares(), seed=seed,
                                         stopping_strategy=STOPPING[settings.mix])
 
 

@@ -21,8 +21,7 @@ from tui_lora.config.schema import RunConfig
 from tui_lora.data.encode import ConversationEncoder
 from tui_lora.data.formats import ASSISTANT, USER, BadRecord, detect_format, to_messages, with_system_prompt
 from tui_lora.data.mapping import ColumnMapping
-from tui_lora.data.mix import (arrow_columns, by_source, column_sum, concatenate, mix, per_source, split_and_mix,
-                               weights)
+from tui_lora.data.mix import arrow_columns, by_source, column_sum, concatenate, mix, per_source, split_and_mix
 from tui_lora.data.sources import UNREADABLE, load_records
 from tui_lora.errors import UserError
 
@@ -193,6 +192,23 @@ def build_encoder(config: RunConfig, tokenizer) -> ConversationEncoder:
     return encoder
 
 
+def check_system_prompts_here(config: RunConfig) -> bool:
+    """`tui-lora validate` and the wizard's review: the model's chat template must take the run's system prompts,
+    checked with the tokenizer alone where its files are on this machine (a folder or a builtin). False when
+    there was nothing to check here: no system prompt, a hub id (the run checks it once fetched, before any record
+    is mapped), or trust_remote_code (a check must not run the model's code)."""
+    from tui_lora.hub import is_hub_id
+    from tui_lora.models import load_tokenizer
+
+    settings = config.data
+    ref = config.tokenizer.name_or_path or config.model.name_or_path
+    if not any(source_system_prompt(settings, source) for source in settings.source_list()) or not ref \
+            or is_hub_id(ref) or config.model.trust_remote_code:
+        return False
+    build_encoder(config, load_tokenizer(config))  # raises the one line naming the key
+    return True
+
+
 def source_system_prompt(settings, source) -> str:
     """The system prompt a source's conversations get: its own, else the run's."""
     return source.system_prompt or settings.system_prompt
@@ -231,7 +247,7 @@ def encode_records(config: RunConfig, tokenizer) -> tuple[Any, DataReport]:
     formats = list(dict.fromkeys(source_report.format for source_report in reports))
     report = DataReport(format=" + ".join(formats), used_default_template=encoder.used_default_template,
                         reply_end=encoder.reply_end_rule(), system_prompt=_system_prompt_rule(settings),
-                        mix=_mix_rule(settings), sources=reports)
+                        mix=settings.mix_rule(), sources=reports)
     if settings.streaming:  # no length: nothing can be counted up front
         return mix(parts, settings, config.training.seed), report
     several = len(reports) > 1
@@ -274,16 +290,6 @@ def _encode_source(config: RunConfig, encoder: ConversationEncoder, source, inde
                            num_proc=settings.num_proc if settings.num_proc > 1 else None, desc="tokenising", **map_args)
     _count(examples, report, settings.max_bad_share, where)
     return examples, report
-
-
-def _mix_rule(settings) -> str:
-    if len(settings.sources) < 2:
-        return ""
-    if settings.mix == "concat":
-        return f"{len(settings.sources)} sources, concatenated (each record once)"
-    shares = ", ".join(f"{share:.0%}" for share in weights(settings))
-    until = "the first runs out" if settings.mix == "interleave_under" else "every source is used whole"
-    return f"{len(settings.sources)} sources, interleaved by weight ({shares}) until {until}"
 
 
 def _system_prompt_rule(settings) -> str:

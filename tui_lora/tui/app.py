@@ -21,6 +21,7 @@ from textual.worker import get_current_worker
 from tui_lora.tui.draft import Draft
 from tui_lora.tui.messages import ProbeAnswered
 from tui_lora.tui.screens.data import DataScreen
+from tui_lora.tui.screens.data_source import DataSourceDialog
 from tui_lora.tui.screens.dialogs import ConfirmDialog, HelpDialog, SaveDialog
 from tui_lora.tui.screens.lora import LoraScreen
 from tui_lora.tui.screens.model import ModelScreen
@@ -120,10 +121,23 @@ class WizardApp(App):
 
     def edit(self, key: str, value: Any) -> bool:
         changed = self.draft.set(key, value)
-        self.dirty |= changed
         if changed:
-            self.start_failure = ""  # it was about the run file before this change
+            self._changed()
         return changed
+
+    def add_source(self) -> int:
+        """A new data set in [[data.sources]] (the first time, [data]'s own becomes data set 1); its number."""
+        number = self.draft.add_source()
+        self._changed()
+        return number
+
+    def remove_source(self, number: int) -> None:
+        self.draft.remove_source(number)
+        self._changed()
+
+    def _changed(self) -> None:
+        self.dirty = True
+        self.start_failure = ""  # it was about the run file before this change
 
     # ------------------------------------------------------------ moving between steps
 
@@ -309,7 +323,7 @@ class WizardApp(App):
         self.push_screen(RunScreen(folder, can_go_back=True), left)
 
     def action_help(self) -> None:
-        if self.focused_key and isinstance(self.screen, StepScreen):
+        if self.focused_key and isinstance(self.screen, (StepScreen, DataSourceDialog)):
             self.push_screen(HelpDialog(self.focused_key, self.draft.get(self.focused_key)))
 
     async def action_quit(self) -> None:

@@ -9,22 +9,34 @@ wizard has no rules of its own.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from tui_lora.config.load import ConfigIssue, build_config, config_to_dict, read_toml
 from tui_lora.config.rules import check_rules
-from tui_lora.config.schema import RunConfig, section_fields
+from tui_lora.config.schema import PER_SOURCE_KEYS, DataSource, RunConfig, section_fields
 from tui_lora.secret_guard import find_secrets, strip_secrets
 
 
-def field_spec(key: str):
-    """The schema field behind "section.key" (description is the one top-level key)."""
-    if key == "description":
-        from dataclasses import fields
+SOURCE_KEY = re.compile(r"data\.sources\[(\d+)\]\.(\w+)")
 
+
+def source_key(key: str) -> tuple[int, str] | None:
+    """"data.sources[2].path" -> (2, "path"): a key of one [[data.sources]] table (counting from 1, as the
+    validator's messages do), else None."""
+    found = SOURCE_KEY.fullmatch(key)
+    return (int(found[1]), found[2]) if found else None
+
+
+def field_spec(key: str):
+    """The schema field behind "section.key" or "data.sources[N].key" (description is the one top-level key)."""
+    if key == "description":
         return next(f for f in fields(RunConfig) if f.name == "description")
+    in_source = source_key(key)
+    if in_source is not None:
+        return {f.name: f for f in fields(DataSource)}[in_source[1]]
     section, name = key.split(".", 1)
     return section_fields(section)[name]
 
@@ -105,16 +117,29 @@ class Draft:
         raw = read_toml(path)  # first: a missing or broken file is its one-line UserError
         return cls(raw, source=path, source_text=path.read_bytes().decode("utf-8-sig"))
 
-    def names(self, key: str) -> bool:
-        """True when the run file itself holds key (typed in the wizard, or in the file it came from)."""
+    def _table(self, key: str) -> tuple[dict | None, str]:
+        """The table of the run file that holds key, if it exists, and key's name in it."""
+        in_source = source_key(key)
+        if in_source is not None:
+            number, name = in_source
+            sources = self.sources()
+            return (sources[number - 1] if number <= len(sources) else None), name
         section, _, name = key.partition(".")
         body = self.raw.get(section)
-        return isinstance(body, dict) and name in body
+        return (body if isinstance(body, dict) else None), name
+
+    def names(self, key: str) -> bool:
+        """True when the run file itself holds key (typed in the wizard, or in the file it came from)."""
+        body, name = self._table(key)
+        return body is not None and name in body
 
     def get(self, key: str) -> Any:
         """The value as the draft holds it, else the schema default."""
         if key == "description":
             return self.raw.get("description", "")
+        if source_key(key) is not None:
+            body, name = self._table(key)
+            return body[name] if body is not None and name in body else getattr(DataSource(), name)
         section, name = key.split(".", 1)
         body = self.raw.get(section)
         if isinstance(body, dict) and name in body:
@@ -130,6 +155,11 @@ class Draft:
             return False
         if key == "description":
             self.raw["description"] = value
+        elif source_key(key) is not None:
+            body, name = self._table(key)
+            if body is None:
+                raise KeyError(f"{key}: the run file has no such source")
+            body[name] = value
         else:
             section, name = key.split(".", 1)
             body = self.raw.get(section)
@@ -138,6 +168,50 @@ class Draft:
             body[name] = value
         self.check = self._check()
         return True
+
+    # ------------------------------------------------------------ [[data.sources]]
+
+    def sources(self) -> list[dict]:
+        """The run file's [[data.sources]] tables as it holds them (empty for a one-source run)."""
+        data = self.raw.get("data")
+        sources = data.get("sources") if isinstance(data, dict) else None
+        return [table for table in sources if isinstance(table, dict)] if isinstance(sources, list) else []
+
+    def add_source(self) -> int:
+        """A new, empty data set at the end of [[data.sources]]; its number. The first time, the one source
+        [data] describes becomes data.sources[1] (its path, format, split, cap and mapping move with it), so
+        nothing typed is lost and [data] keeps only what all sources share."""
+        data = self.raw.get("data")
+        if not isinstance(data, dict):
+            data = self.raw["data"] = {}
+        sources = self.sources()
+        if not sources:
+            own = {name: data.pop(name) for name in PER_SOURCE_KEYS if name in data}
+            sources = [own] if own else []
+        sources.append({"path": ""})
+        data["sources"] = sources
+        self.check = self._check()
+        return len(sources)
+
+    def remove_source(self, number: int) -> None:
+        """Take data set `number` out. When one is left, it goes back into [data] (the one-source form, where
+        data.mix and data.validation_per_source mean nothing and are dropped)."""
+        data = self.raw["data"]
+        sources = self.sources()
+        del sources[number - 1]
+        if len(sources) > 1:
+            data["sources"] = sources
+        else:
+            del data["sources"]
+            for name in ("mix", "validation_per_source"):
+                data.pop(name, None)
+            for name, value in (sources[0] if sources else {}).items():
+                if name == "system_prompt":
+                    if value:  # its own prompt was in place of the run's: it stays this source's prompt
+                        data["system_prompt"] = value
+                elif name != "weight":
+                    data[name] = value
+        self.check = self._check()
 
     def _check(self) -> Check:
         raw = self.raw
@@ -163,6 +237,13 @@ class Draft:
             body = {"description": self.raw["description"], **body}
         for issue in self.check.field_issues:
             if issue.key in refused:
+                continue
+            in_source = source_key(issue.key)
+            if in_source is not None:  # kept as typed in its own table
+                table, name = self._table(issue.key)
+                listed = body.get("data", {}).get("sources", [])
+                if table is not None and name in table and in_source[0] <= len(listed):
+                    listed[in_source[0] - 1][name] = table[name]
                 continue
             section, _, name = issue.key.partition(".")
             if issue.key == "description":

@@ -13,7 +13,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
 from tui_lora.errors import UserError
-from tui_lora.tui.draft import Draft, field_spec, value_text
+from tui_lora.tui.draft import Draft, field_spec, source_key, value_text
 
 # Longer explanations for the settings where a one-line help is not enough to choose well.
 MORE_HELP = {
@@ -55,6 +55,15 @@ def _facts(key: str, value: Any) -> list[str]:
     return lines
 
 
+def _written_as(key: str) -> str:
+    """Where a key goes in the run file: "[lora] r = …", "[[data.sources]] (data set 2) weight = …"."""
+    in_source = source_key(key)
+    if in_source is not None:
+        return f"[[data.sources]] (data set {in_source[0]}) {in_source[1]} = …"
+    section, _, name = key.partition(".")
+    return f"[{section}] {name} = …" if name else f"{key} = …"
+
+
 class HelpDialog(ModalScreen[None]):
     BINDINGS = [Binding("escape,f1,q", "dismiss", "Close")]
 
@@ -70,8 +79,7 @@ class HelpDialog(ModalScreen[None]):
             if self.key in MORE_HELP:
                 yield Static(MORE_HELP[self.key])
             yield Static("\n".join(_facts(self.key, self.value)), classes="dialog-facts", markup=False)
-            yield Static("In the run file: " + (f"[{self.key.split('.')[0]}] {self.key.split('.')[1]} = …"
-                                                 if "." in self.key else f"{self.key} = …"), markup=False)
+            yield Static(f"In the run file: {_written_as(self.key)}", markup=False)
             yield Button("Close", id="close", compact=True)
 
     @on(Button.Pressed, "#close")

@@ -18,6 +18,7 @@ from tui_lora.runs.launcher import needs_launcher
 from tui_lora.config.load import ConfigIssue
 from tui_lora.tui.draft import OUTPUT_DIR, issue_from_line, machine_issues
 from tui_lora.tui.messages import ProbeAnswered
+from tui_lora.tui.screens.data import mix_lines
 from tui_lora.tui.screens.step import StepScreen
 from tui_lora.tui.screens.training import launch_line
 
@@ -123,7 +124,7 @@ class ReviewScreen(StepScreen):
         config = self.draft.check.config
         chosen = "" if self.draft.names(OUTPUT_DIR) else " (a new folder named for this run; set " \
                                                           "training.output_dir to choose another)"
-        lines = [f"Run folder: {config.training.output_dir}{chosen}", self._headless()]
+        lines = [*mix_lines(config.data), f"Run folder: {config.training.output_dir}{chosen}", self._headless()]
         if needs_launcher(config):
             # several processes: what `tui-lora run` starts, exactly (and what --print-command prints)
             lines.append(launch_line(config, self.app.preset_path))

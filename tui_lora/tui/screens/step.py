@@ -120,6 +120,10 @@ class StepScreen(Screen):
             self.draft_changed(next(iter(values)) if len(values) == 1 else None)
         return changed
 
+    def edited_keys(self) -> list[str]:
+        """The keys this step edits (a value one of them cannot take keeps the user on the step)."""
+        return [field.key for field in self.query(SettingField)]
+
     def refresh_issues(self) -> None:
         check = self.draft.check
         for field in self.query(SettingField):
@@ -183,7 +187,7 @@ class StepScreen(Screen):
         if number == self.number:
             return
         if number > self.number:
-            blocking = self.draft.check.blocking(field.key for field in self.query(SettingField))
+            blocking = self.draft.check.blocking(self.edited_keys())
             if blocking:
                 self.notify(f"{blocking[0]}", title="Fix this first", severity="error")
                 self.focus_key(blocking[0].key)
@@ -191,8 +195,7 @@ class StepScreen(Screen):
         self.app.go_to_step(number)
 
     def action_next(self) -> None:
-        keys = [field.key for field in self.query(SettingField)]
-        blocking = self.draft.check.blocking(keys)
+        blocking = self.draft.check.blocking(self.edited_keys())
         if blocking:
             self.notify(f"{blocking[0]}", title="Fix this first", severity="error")
             self.focus_key(blocking[0].key)

@@ -21,8 +21,9 @@ from tui_lora.tui.draft import field_spec, parse_text, value_text
 
 
 def editor_id(key: str) -> str:
-    """A widget id for a setting key ("lora.r" -> "lora--r"): ids cannot hold dots."""
-    return key.replace(".", "--")
+    """A widget id for a setting key ("lora.r" -> "lora--r", "data.sources[2].path" -> "data--sources-2--path"):
+    ids cannot hold dots or brackets."""
+    return key.replace("[", "-").replace("]", "").replace(".", "--")
 
 
 def _on_off(value: Any) -> str:
