@@ -104,6 +104,8 @@ TRAINING_TABLE = [
     ({"seed": 1234}, "seed", 1234),
     ({"seed": 1234}, "data_seed", 1234),
     ({"dataloader_num_workers": 2}, "dataloader_num_workers", 2),
+    ({"neftune_noise_alpha": 5.0}, "neftune_noise_alpha", 5.0),
+    ({"lr_scheduler_kwargs": {"num_cycles": 0.25}}, "lr_scheduler_kwargs", {"num_cycles": 0.25}),
 ]
 
 
@@ -179,12 +181,18 @@ def tiny_model():
     return AutoModelForCausalLM.from_pretrained(BUILTINS["tiny-chat"])
 
 
+# the arguments a schedule cannot go without (the validator asks for them)
+NEEDED_SCHEDULER_KWARGS = {"cosine_with_min_lr": {"min_lr_rate": 0.1}, "cosine_warmup_with_min_lr": {"min_lr": 1e-5},
+                           "warmup_stable_decay": {"num_decay_steps": 3}}
+
+
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
 def test_every_scheduler_choice_builds_a_scheduler_in_the_trainer(tmp_path, tiny_model, scheduler):
     """A scheduler the validator accepts must also be one the Trainer can build (not fail at step 0)."""
     from transformers import Trainer
 
-    args = build_args(tmp_path, lr_scheduler_type=scheduler, report_to=["none"])
+    args = build_args(tmp_path, lr_scheduler_type=scheduler, report_to=["none"],
+                      lr_scheduler_kwargs=NEEDED_SCHEDULER_KWARGS.get(scheduler, {}))
     example = {"input_ids": [1, 2, 3], "attention_mask": [1, 1, 1], "labels": [1, 2, 3]}
     trainer = Trainer(model=tiny_model, args=args, train_dataset=[example], eval_dataset=[example])
     trainer.create_optimizer_and_scheduler(num_training_steps=10)
@@ -780,6 +788,9 @@ COVERAGE = {
     "lora.use_rslora": "test_lora_model_has_adapters_exactly_where_the_run_file_says",
     "lora.use_dora": "test_lora_model_has_adapters_exactly_where_the_run_file_says",
     "lora.modules_to_save": "test_lora_model_has_adapters_exactly_where_the_run_file_says",
+    "lora.init_lora_weights": "test_training_knobs.py::test_pissa_and_olora_train_on_a_changed_base_and_save_an_adapter_for_the_original",
+    "lora.loraplus_lr_ratio": "test_training_knobs.py::test_loraplus_gives_the_b_matrices_the_ratios_learning_rate",
+    "collator.group_by_length": "test_training_knobs.py::test_group_by_length_puts_examples_of_a_length_together",
     "data.path": "test_forced_format_overrides_detection",
     "data.format": "test_forced_format_overrides_detection",
     "data.split": "test_split_slice_reaches_load_dataset",

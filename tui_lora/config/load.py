@@ -140,7 +140,8 @@ def _key_elsewhere(key: str, section: str) -> str:
 def _type_name(annotation: str) -> str:
     return {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
             "list[str]": "a list of strings",
-            "list[str] | str": "a string or a list of strings"}[annotation]
+            "list[str] | str": "a string or a list of strings",
+            "dict": "a table of names and numbers or strings, such as {min_lr_rate = 0.1}"}[annotation]
 
 
 def _coerce(value: Any, annotation: str) -> tuple[bool, Any]:
@@ -160,6 +161,8 @@ def _coerce(value: Any, annotation: str) -> tuple[bool, Any]:
         if isinstance(value, str):
             return True, value
         return isinstance(value, list) and all(isinstance(v, str) for v in value), value
+    if annotation == "dict":  # a table of plain values (lr_scheduler_kwargs): nothing nested
+        return isinstance(value, dict) and all(isinstance(v, (int, float, str)) for v in value.values()), value
     raise AssertionError(f"schema uses an annotation the loader does not know: {annotation}")
 
 

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from tui_lora.assets import BUILTINS, builtin_path, is_builtin
 from tui_lora.config.load import ConfigIssue
 from tui_lora.config.paths import folder_problem, path_problem, quoted, readable_path_exists
-from tui_lora.config.schema import PER_SOURCE_KEYS, DataSettings, RunConfig
+from tui_lora.config.schema import LORA_INITS, PER_SOURCE_KEYS, SCHEDULER_KWARGS, DataSettings, RunConfig
 
 DEVICE_MAP = re.compile(r"^(auto|balanced|balanced_low_0|sequential|cpu|mps|(cuda|xpu|npu)(:\d+)?)$")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -108,6 +108,28 @@ def _lora(cfg: RunConfig) -> Iterator[ConfigIssue]:
                           f"{targets!r} is not allowed as a string; give a list of module names or \"all-linear\"")
     if isinstance(targets, list) and not targets:
         yield ConfigIssue("lora.target_modules", "is empty; name at least one module, or use \"all-linear\"")
+    yield from _lora_init(cfg)
+    ratio = cfg.lora.loraplus_lr_ratio
+    if 0 < ratio < 1:
+        yield ConfigIssue("lora.loraplus_lr_ratio", f"{ratio!r} would have B learn slower than A; LoRA+ takes a ratio "
+                                                   "of 1 or more (16 is typical), or 0 to turn it off")
+
+
+def _lora_init(cfg: RunConfig) -> Iterator[ConfigIssue]:
+    """What peft can start an adapter from, given the base model as the run loads it."""
+    init, quantized = cfg.lora.init_lora_weights, cfg.quantization.mode
+    key = "lora.init_lora_weights"
+    if init not in LORA_INITS and not re.fullmatch(r"pissa_niter_\d+", init):
+        yield ConfigIssue(key, f"{init!r} is not allowed; choose one of {', '.join(repr(i) for i in LORA_INITS)}, or "
+                               "pissa_niter_N (PiSSA with a fast SVD of N iterations, such as pissa_niter_16)")
+    elif init == "loftq" and quantized != "4-bit":
+        yield ConfigIssue(key, "\"loftq\" makes up for what 4-bit quantisation loses, and this run loads the model "
+                               f"{'in 8-bit' if quantized == '8-bit' else 'unquantised'}; set quantization.load_in_4bit "
+                               "= true, or choose another initialisation")
+    elif (init.startswith("pissa") or init == "orthogonal") and quantized != "none":
+        yield ConfigIssue(key, f"{init!r} needs the base weights in 16 or 32 bits (peft cannot start it from {quantized} "
+                               "weights); turn quantisation off, or use \"olora\" (it works on quantised weights) or "
+                               "\"loftq\" (4-bit)")
 
 
 def _model(cfg: RunConfig) -> Iterator[ConfigIssue]:
@@ -306,6 +328,44 @@ def _training(cfg: RunConfig) -> Iterator[ConfigIssue]:
             yield ConfigIssue(key, problem)
 
 
+# lr_scheduler_kwargs values that are words, and the words each takes; every other argument is a number
+SCHEDULER_WORDS = {"mode": ("min", "max"), "threshold_mode": ("rel", "abs"),
+                   "warmup_type": ("linear", "cosine", "1-sqrt"), "decay_type": ("linear", "cosine", "1-sqrt")}
+
+
+def _schedule(cfg: RunConfig) -> Iterator[ConfigIssue]:
+    """training.lr_scheduler_kwargs against what the chosen schedule takes (schema.SCHEDULER_KWARGS)."""
+    t, key = cfg.training, "training.lr_scheduler_kwargs"
+    schedule, given = t.lr_scheduler_type, t.lr_scheduler_kwargs
+    allowed = SCHEDULER_KWARGS.get(schedule, ())
+    takes = f"it takes {', '.join(allowed)}" if allowed else "it takes none"
+    for name, value in given.items():
+        if name not in allowed:
+            yield ConfigIssue(key, f"{name!r} is not an argument of {schedule!r}; {takes}")
+        elif name in SCHEDULER_WORDS and value not in SCHEDULER_WORDS[name]:
+            yield ConfigIssue(key, f"{name} = {value!r} is not allowed; choose one of "
+                                   f"{', '.join(repr(word) for word in SCHEDULER_WORDS[name])}")
+        elif name not in SCHEDULER_WORDS and (isinstance(value, (bool, str))):
+            yield ConfigIssue(key, f"{name} = {value!r} must be a number")
+    if schedule in ("cosine_with_min_lr", "cosine_warmup_with_min_lr") and ("min_lr" in given) == ("min_lr_rate" in given):
+        yield ConfigIssue(key, f"{schedule!r} ends at a floor: give one of min_lr (a learning rate) or min_lr_rate (a "
+                               "share of learning_rate), such as {min_lr_rate = 0.1}")
+    if schedule == "warmup_stable_decay" and "num_decay_steps" not in given:
+        yield ConfigIssue(key, "\"warmup_stable_decay\" needs num_decay_steps, the steps of the final decay (the steps "
+                               "between warmup and decay stay at the peak), such as {num_decay_steps = 100}")
+
+
+def _batches(cfg: RunConfig) -> Iterator[ConfigIssue]:
+    if cfg.collator.group_by_length:
+        if cfg.collator.packing != "off":
+            yield ConfigIssue("collator.group_by_length", "only applies to padded batches, and collator.packing is "
+                                                          f"{cfg.collator.packing!r} (packed batches have no padding to "
+                                                          "save); set packing = \"off\", or turn this off")
+        elif cfg.data.streaming:
+            yield ConfigIssue("collator.group_by_length", "needs every example's length up front, which a stream does not "
+                                                          "have; turn data.streaming off, or this")
+
+
 def _installed(module: str) -> bool:
     """Whether a package can be imported, without importing it."""
     try:
@@ -394,7 +454,8 @@ def _launch(cfg: RunConfig) -> Iterator[ConfigIssue]:
                           "= false")
 
 
-RULES = (_hub, _quantization, _precision, _length, _evaluation, _training, _report_to, _lora, _model, _data, _launch)
+RULES = (_hub, _quantization, _precision, _length, _evaluation, _training, _schedule, _report_to, _lora, _batches,
+         _model, _data, _launch)
 
 
 def check_rules(cfg: RunConfig) -> list[ConfigIssue]:

@@ -22,12 +22,32 @@ SYSTEM_PROMPT_MODES = ("missing", "replace")
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
-# Schedules that need no extra arguments (cosine_with_min_lr and warmup_stable_decay need
-# lr_scheduler_kwargs, which the run file does not have yet, so they are not offered).
 SCHEDULERS = (
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
     "constant_with_warmup", "inverse_sqrt", "reduce_lr_on_plateau",
+    "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay",
 )
+
+# What training.lr_scheduler_kwargs may hold for each schedule: the keyword arguments of transformers' schedule
+# functions (transformers/optimization.py) other than the ones the Trainer passes itself (the optimizer, the
+# warmup and total step counts), and for reduce_lr_on_plateau those of torch's ReduceLROnPlateau.
+# tests/functional/test_settings_reach_library.py checks these against the installed libraries' signatures.
+SCHEDULER_KWARGS = {
+    "linear": (), "constant": (), "constant_with_warmup": (),
+    "cosine": ("num_cycles",), "cosine_with_restarts": ("num_cycles",),
+    "polynomial": ("lr_end", "power"),
+    "inverse_sqrt": ("timescale",),
+    "reduce_lr_on_plateau": ("mode", "factor", "patience", "threshold", "threshold_mode", "cooldown", "min_lr",
+                             "eps"),
+    "cosine_with_min_lr": ("num_cycles", "min_lr", "min_lr_rate"),
+    "cosine_warmup_with_min_lr": ("num_cycles", "min_lr", "min_lr_rate", "warmup_lr_rate"),
+    "warmup_stable_decay": ("num_decay_steps", "num_stable_steps", "warmup_type", "decay_type", "min_lr_ratio",
+                            "num_cycles"),
+}
+
+# lora.init_lora_weights: peft's initialisations of the adapter ("default" is peft's True: A random, B zero, so
+# training starts from the base model exactly). pissa_niter_<n> (fast SVD with n subspace iterations) is allowed too.
+LORA_INITS = ("default", "gaussian", "orthogonal", "pissa", "olora", "eva", "loftq")
 
 OPTIMIZERS = (
     "adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adamw_8bit",
@@ -52,8 +72,8 @@ def setting(default: Any, help: str, *, choices: tuple | None = None,
     """
     meta = {"help": help, "choices": choices, "min": min, "max": max,
             "max_exclusive": max_exclusive, "item_choices": item_choices, "why": why}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -117,6 +137,16 @@ class LoraSettings:
     use_dora: bool = setting(False, "Weight-decomposed LoRA (DoRA): often better, slower per step.")
     modules_to_save: list[str] = setting(
         [], 'Modules trained in full and saved with the adapter, e.g. ["lm_head"] for new tokens.')
+    init_lora_weights: str = setting(
+        "default", "How the adapter starts. default: B at zero, so step 0 is the base model. gaussian, orthogonal: "
+                   "other random starts. pissa: A and B from the weights' principal singular vectors (faster "
+                   "convergence; pissa_niter_16 is a fast SVD, for large models); olora: from a QR decomposition; "
+                   "both change the base weights while training, and the saved adapter is converted to apply to the "
+                   "original base. eva: from the training data's activations (a pass over some batches before step "
+                   "1). loftq: with 4-bit quantisation, A and B make up for the quantisation error.")
+    loraplus_lr_ratio: float = setting(
+        0.0, "LoRA+: the B matrices learn this many times faster than the A matrices (16 is the paper's choice; "
+             "peft's create_loraplus_optimizer). 0 turns it off.", min=0.0)
 
 
 # The keys that say where one source's records come from and how to read them. A run with one source sets them in
@@ -316,6 +346,10 @@ class CollatorSettings:
                 "otherwise (also when padding is max_length); off: always padded. The same examples make each step "
                 "either way; the run log says which path ran.",
         choices=("auto", "off"))
+    group_by_length: bool = setting(
+        False, "Padded batches only (packing = \"off\"): put examples of similar length in the same batch, so "
+               "little of each batch is padding (transformers' length-grouped sampler; the order is still "
+               "shuffled by the seed). Packed batches have no padding to save.")
 
 
 @dataclass
@@ -327,8 +361,13 @@ class TrainingSettings:
     learning_rate: float = setting(2e-4, "Peak learning rate (1e-4 to 3e-4 is typical for LoRA).", min=0.0)
     weight_decay: float = setting(0.0, "L2 weight decay on the trainable parameters.", min=0.0)
     lr_scheduler_type: str = setting(
-        "cosine", "Learning-rate schedule after warmup; reduce_lr_on_plateau needs evaluation (eval_strategy).",
+        "cosine", "Learning-rate schedule after warmup; reduce_lr_on_plateau needs evaluation (eval_strategy); "
+                  "cosine_with_min_lr needs min_lr or min_lr_rate, warmup_stable_decay needs num_decay_steps, in "
+                  "lr_scheduler_kwargs.",
         choices=SCHEDULERS)
+    lr_scheduler_kwargs: dict = setting(
+        {}, "The schedule's own arguments, as a table: {min_lr_rate = 0.1} (cosine_with_min_lr: end at a tenth of "
+            "the peak), {num_decay_steps = 200} (warmup_stable_decay), {num_cycles = 2} (cosine_with_restarts).")
     warmup_ratio: float = setting(0.0, "Share of steps spent warming up the learning rate, in [0, 1).",
                                   min=0.0, max=1.0, max_exclusive=True)
     warmup_steps: int = setting(0, "Warmup length in steps (instead of warmup_ratio).", min=0)
@@ -344,6 +383,10 @@ class TrainingSettings:
     max_grad_norm: float = setting(1.0, "Clip the gradient norm to this; 0 turns clipping off.", min=0.0)
     fp16: bool = setting(False, "Mixed precision in float16 (older GPUs).")
     bf16: bool = setting(False, "Mixed precision in bfloat16 (Ampere and newer GPUs).")
+    neftune_noise_alpha: float = setting(
+        0.0, "NEFTune: random noise on the input embeddings while training (not when evaluating or chatting), "
+             "scaled by alpha / sqrt(length × hidden size); 5 to 15 often helps instruction tuning. 0 turns it off.",
+        min=0.0)
     eval_strategy: str = setting("steps", "When to evaluate: every eval_steps, every epoch, or never.",
                                  choices=("no", "steps", "epoch"))
     eval_on_start: bool = setting(

@@ -34,6 +34,13 @@ def arrow_columns(examples, *names: str):
     return table if indices is None else table.take(indices.table.column(0))
 
 
+def example_lengths(examples) -> list[int]:
+    """Each example's token count, in order (for a length-grouped sampler), without reading the examples."""
+    import pyarrow.compute as pc
+
+    return pc.list_value_length(arrow_columns(examples, "input_ids").column("input_ids")).to_pylist()
+
+
 def column_sum(table, name: str) -> int:
     import pyarrow.compute as pc
 

@@ -8,6 +8,7 @@ path from a TOML key to the keyword that receives it is one line to read.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
@@ -36,6 +37,14 @@ def check_hardware(config: RunConfig) -> None:
                         "(or use fp16 on an older GPU)")
     if precision == "fp16" and not cuda:
         raise UserError(f"{precision_key}: float16 mixed precision needs a CUDA GPU; none is visible, turn fp16 off")
+    if config.lora.init_lora_weights == "loftq" and not (cuda or _xpu()):
+        # peft's LoftQ for a 4-bit model (replace_lora_weights_loftq) computes on "cuda" or "xpu", never the CPU
+        raise UserError("lora.init_lora_weights: \"loftq\" is computed on a GPU (peft's LoftQ for 4-bit models), "
+                        "and none is visible; use another initialisation here, or run on a CUDA machine")
+
+
+def _xpu() -> bool:
+    return bool(getattr(torch, "xpu", None) and torch.xpu.is_available())
 
 
 def device_map_problem(device_map: str) -> str | None:
@@ -162,9 +171,10 @@ def keep_cpu_4bit_weights_trainable(model) -> None:
 
 
 def lora_config(config: RunConfig):
-    from peft import LoraConfig, TaskType
+    from peft import EvaConfig, LoraConfig, TaskType
 
     lora = config.lora
+    init = lora.init_lora_weights
     return LoraConfig(
         task_type=TaskType.CAUSAL_LM,
         r=lora.r,
@@ -175,13 +185,25 @@ def lora_config(config: RunConfig):
         use_rslora=lora.use_rslora,
         use_dora=lora.use_dora,
         modules_to_save=lora.modules_to_save or None,
+        # loftq starts as default and is replaced once the 4-bit model is there (apply_lora)
+        init_lora_weights=True if init in ("default", "loftq") else init,
+        # rho 1: every layer keeps rank r, so a resumed run's checkpoint fits the adapter it builds again
+        eva_config=EvaConfig(rho=1.0) if init == "eva" else None,
     )
+
+
+def changes_base_weights(config: RunConfig) -> bool:
+    """PiSSA and OLoRA start by moving the adapter's part out of the base weights: the adapter they train applies to
+    that changed base, so the saved one is converted to apply to the original (save_adapter)."""
+    return config.lora.init_lora_weights.startswith(("pissa", "olora"))
 
 
 def apply_lora(model, config: RunConfig):
     from peft import get_peft_model
 
     model = get_peft_model(model, lora_config(config))
+    if config.lora.init_lora_weights == "loftq":
+        _loftq(model, config)
     if mixed_precision(config) == "fp16":
         # fp16 mixed precision unscales gradients, which only works on float32 parameters. peft keeps
         # LoRA weights in float32 already; full copies from modules_to_save inherit a float16 base.
@@ -189,6 +211,51 @@ def apply_lora(model, config: RunConfig):
             if param.requires_grad and param.dtype != torch.float32:
                 param.data = param.data.float()
     return model
+
+
+def _loftq(model, config: RunConfig) -> None:
+    """LoftQ on a 4-bit model: each adapter starts as the low-rank part of what quantisation lost, read against the
+    checkpoint's own full-precision weights (peft's replace_lora_weights_loftq reads its safetensors files)."""
+    from peft import replace_lora_weights_loftq
+
+    folder = Path(model_source(config.model.name_or_path))
+    if not list(folder.glob("*.safetensors")):
+        raise UserError(f"lora.init_lora_weights: loftq reads the model's full-precision weights from safetensors "
+                        f"files, and {folder} has none; use another init_lora_weights")
+    replace_lora_weights_loftq(model, model_path=str(folder))
+
+
+def initialize_eva(model, examples, collator, config: RunConfig) -> None:
+    """EVA: each adapter's A from the directions its layer's inputs vary most in, over batches of the training set
+    (padded, whatever the run's batching, as peft reads the attention mask), until they settle."""
+    from peft import initialize_lora_eva_weights
+    from torch.utils.data import DataLoader
+
+    # peft takes a plain dict per batch; the collator gives a BatchEncoding
+    loader = DataLoader(examples, batch_size=config.training.per_device_train_batch_size,
+                        collate_fn=lambda rows: dict(collator(rows)))
+    initialize_lora_eva_weights(model, loader, show_progress_bar=False)
+
+
+def save_adapter(model, config: RunConfig, where: Path, initial: Path) -> None:
+    """Save the trained adapter where chat, eval and merge load it. With PiSSA or OLoRA, peft converts it (from the
+    adapter as it started, saved at `initial`) into a plain LoRA adapter of rank 2·r for the original base."""
+    if changes_base_weights(config):
+        model.save_pretrained(str(where), path_initial_model_for_weight_conversion=str(initial))
+
+
+def save_initial_adapter(model, config: RunConfig, initial: Path) -> None:
+    """The adapter before step 1, for save_adapter's conversion; saved as a default-initialised one, as peft asks,
+    so that loading it back does not run the initialisation again on the changed base."""
+    if not changes_base_weights(config):
+        return
+    adapter_config = model.peft_config["default"]
+    init = adapter_config.init_lora_weights
+    adapter_config.init_lora_weights = True
+    try:
+        model.save_pretrained(str(initial))
+    finally:
+        adapter_config.init_lora_weights = init
 
 
 def base_model(model):

@@ -49,6 +49,9 @@ def training_arguments(config: RunConfig, folder: RunFolder, packed: bool = Fals
         learning_rate=t.learning_rate,
         weight_decay=t.weight_decay,
         lr_scheduler_type=t.lr_scheduler_type,
+        lr_scheduler_kwargs=dict(t.lr_scheduler_kwargs),
+        neftune_noise_alpha=t.neftune_noise_alpha or None,
+        **_sampling(config),
         # transformers 5 takes a ratio in [0, 1) or a step count through the one warmup_steps keyword
         warmup_steps=t.warmup_steps or t.warmup_ratio,
         optim=t.optim,
@@ -86,6 +89,15 @@ def training_arguments(config: RunConfig, folder: RunFolder, packed: bool = Fals
     )
 
 
+def _sampling(config: RunConfig) -> dict:
+    """collator.group_by_length as this transformers spells it: train_sampling_strategy (5.x) or group_by_length."""
+    from transformers import TrainingArguments
+
+    if "train_sampling_strategy" in TrainingArguments.__dataclass_fields__:
+        return {"train_sampling_strategy": "group_by_length" if config.collator.group_by_length else "random"}
+    return {"group_by_length": config.collator.group_by_length}
+
+
 def data_collator(config: RunConfig, tokenizer, model):
     from transformers import DataCollatorForSeq2Seq
 
@@ -114,6 +126,7 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, stop,
     from transformers import EarlyStoppingCallback, PrinterCallback, set_seed
 
     from tui_lora.data.encode import DEFAULT_CHAT_TEMPLATE
+    from tui_lora.data.mix import example_lengths
     from tui_lora.data.prepare import prepare_datasets
     from tui_lora.engine import model as models
     from tui_lora.engine import preflight
@@ -159,6 +172,8 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, stop,
     model = models.load_model(config)
     set_seed(config.training.seed)  # the adapter's random initialisation is the seed's too, not the clock's
     model = models.apply_lora(model, config)
+    if setup.should_save:
+        models.save_initial_adapter(model, config, folder.initial_adapter)
     trainable, total = models.count_parameters(model)
     events.emit("model", trainable_parameters=trainable, total_parameters=total,
                 quantization=config.quantization.mode)
@@ -183,8 +198,13 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, stop,
     trainer = RunTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                          processing_class=tokenizer, callbacks=callbacks,
                          data_collator=PackedCollator() if plan.packed else data_collator(config, tokenizer, model),
-                         packed_loss=PackedLoss(plan.fused_head) if plan.packed else None)
+                         packed_loss=PackedLoss(plan.fused_head) if plan.packed else None,
+                         loraplus_lr_ratio=config.lora.loraplus_lr_ratio,
+                         lengths=example_lengths(train_set) if config.collator.group_by_length else None)
     trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; our displays read the events instead
+    if config.lora.init_lora_weights == "eva" and resume_from is None:  # a resumed run has its checkpoint's
+        events.status("loading", "initialising the adapter from the data's activations (EVA)")
+        models.initialize_eva(model, train_set, data_collator(config, tokenizer, model), config)
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
     # A signal that came at or after the last step stops nothing: the run is done, so save it.
@@ -196,6 +216,8 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, stop,
     # Every process calls this (FSDP and DeepSpeed gather the weights from all of them); only the main process
     # writes: the adapter, the tokenizer with its chat template, and the training arguments.
     trainer.save_model(str(folder.adapter))
+    if setup.should_save:
+        models.save_adapter(model, config, folder.adapter, folder.initial_adapter)
     if setup.should_save:
         from tui_lora.file_modes import share_weights_like_other_files
 

@@ -6,6 +6,7 @@
     console.log     what a detached run (tui-lora run --detach) printed: its stdout and stderr
     checkpoint-N/   Trainer checkpoints (adapter, optimizer, scheduler, RNG state)
     adapter/        the final adapter with its tokenizer and chat template
+    initial-adapter/  the adapter before step 1, with init_lora_weights pissa or olora (for the conversion)
     tensorboard/    TensorBoard logs
     .lock           present while a run is writing here
 """
@@ -37,6 +38,8 @@ class RunFolder:
     events = property(lambda self: self.path / "events.jsonl")
     log = property(lambda self: self.path / "train.log")
     adapter = property(lambda self: self.path / "adapter")
+    # the adapter before step 1, when PiSSA or OLoRA changed the base: what converts the final one (engine.model)
+    initial_adapter = property(lambda self: self.path / "initial-adapter")
     tensorboard = property(lambda self: self.path / "tensorboard")
     lock_file = property(lambda self: self.path / ".lock")
     console_log = property(lambda self: self.path / "console.log")

@@ -45,6 +45,8 @@ def value_text(value: Any) -> str:
     """How a value appears in a text field: lists as comma-separated names."""
     if isinstance(value, list):
         return ", ".join(str(item) for item in value)
+    if isinstance(value, dict):  # lr_scheduler_kwargs: "min_lr_rate=0.1, num_cycles=0.5"
+        return ", ".join(f"{name}={value_text(item)}" for name, item in value.items())
     if isinstance(value, float):
         return repr(value) if value != int(value) or abs(value) >= 1e16 else f"{value:.1f}"
     return str(value)
@@ -70,9 +72,32 @@ def parse_text(key: str, text: str) -> Any:
             return text
     if annotation == "list[str]":
         return [item.strip() for item in text.split(",") if item.strip()]
+    if annotation == "dict":
+        return _parse_table(text)
     if annotation == "list[str] | str":  # lora.target_modules: "all-linear" or a list of names
         return text if text == "all-linear" else [item.strip() for item in text.split(",") if item.strip()]
     return text
+
+
+def _parse_table(text: str) -> Any:
+    """"min_lr_rate=0.1, decay_type=cosine" -> {"min_lr_rate": 0.1, "decay_type": "cosine"}; numbers where they
+    read as numbers. Text that is not name=value pairs is kept as it is, for the loader to name."""
+    table: dict[str, Any] = {}
+    for part in (part.strip() for part in text.split(",")):
+        if not part:
+            continue
+        name, equals, item = (piece.strip() for piece in part.partition("="))
+        if not equals or not name:
+            return text
+        for kind in (int, float):
+            try:
+                table[name] = kind(item)
+                break
+            except ValueError:
+                continue
+        else:
+            table[name] = item
+    return table
 
 
 @dataclass

@@ -78,7 +78,7 @@ class DataScreen(StepScreen):
              "tokenizer.truncation", "data.train_on", "data.system_prompt", "data.system_prompt_mode")
     MIXING = ("data.mix", "data.validation_per_source")
     MORE = ("data.max_samples", "data.streaming", "data.max_bad_share", "data.map_batch_size", "data.num_proc",
-            "collator.padding", "collator.pad_to_multiple_of", "collator.packing")
+            "collator.padding", "collator.pad_to_multiple_of", "collator.packing", "collator.group_by_length")
     MAPPING = tuple(f"data.{name}" for name in MAPPING_KEYS)
     FIELDS = BASIC + MIXING + MORE + MAPPING
     HELP = {"sources": "The run's data sets ([[data.sources]]): Enter on one edits it.",
@@ -103,6 +103,8 @@ class DataScreen(StepScreen):
             return not several or self.draft.names(key)
         if key in self.MIXING:
             return several or self.draft.names(key)
+        if key == "collator.group_by_length":  # it matters for padded batches only
+            return self.draft.get("collator.packing") == "off" or self.draft.names(key)
         return True
 
     def body(self) -> ComposeResult:

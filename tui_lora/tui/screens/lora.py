@@ -25,7 +25,8 @@ def alpha_hint(r, alpha) -> str:
 class LoraScreen(StepScreen):
     TITLE = "LoRA"
     FIELDS = ("lora.r", "lora.lora_alpha", "lora.lora_dropout", "lora.bias", "lora.target_modules",
-              "lora.use_rslora", "lora.use_dora", "lora.modules_to_save")
+              "lora.use_rslora", "lora.use_dora", "lora.modules_to_save", "lora.init_lora_weights",
+              "lora.loraplus_lr_ratio")
 
     def body(self) -> ComposeResult:
         # The count comes first, so it stays in sight while r and alpha change it on a 24-line terminal.
@@ -38,6 +39,11 @@ class LoraScreen(StepScreen):
         yield SelectionList(id="target-choices", compact=True)
         for key in ("lora.use_rslora", "lora.use_dora", "lora.modules_to_save"):
             yield self.setting(key)
+        # How the adapter starts and how fast B learns: for users who know they want PiSSA, LoftQ or LoRA+.
+        yield Static("Initialisation and LoRA+", classes="group-title")
+        yield self.setting("lora.init_lora_weights", placeholder="default, gaussian, orthogonal, pissa, pissa_niter_16, "
+                                                                 "olora, eva, loftq")
+        yield self.setting("lora.loraplus_lr_ratio")
 
     def on_mount(self) -> None:
         super().on_mount()
