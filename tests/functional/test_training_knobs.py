@@ -262,3 +262,24 @@ def test_group_by_length_puts_examples_of_a_length_together(tmp_path, tokenizer,
     shuffled = torch.randperm(len(order), generator=torch.Generator().manual_seed(0)).tolist()
     random = [[lengths[index] for index in shuffled[start:start + 4]] for start in range(0, len(order) - 3, 4)]
     assert padding < sum(max(batch) * len(batch) - sum(batch) for batch in random) / 2
+
+
+# ================================================================ all of them in one real run
+
+
+def test_a_real_run_with_pissa_loraplus_neftune_a_floor_and_grouped_batches(tmp_path, train_in_process):
+    """The engine's own wiring: the adapter it saves is PiSSA's, converted (rank 2·r) for the original base."""
+    import json
+
+    raw = tiny_run_file(tmp_path / "run", lora={"init_lora_weights": "pissa_niter_2", "loraplus_lr_ratio": 4.0},
+                        training={"neftune_noise_alpha": 5.0, "lr_scheduler_type": "cosine_with_min_lr",
+                                  "lr_scheduler_kwargs": {"min_lr_rate": 0.5}, "max_steps": 3, "eval_strategy": "no",
+                                  "save_strategy": "no"},
+                        collator={"packing": "off", "group_by_length": True}, data={"validation_split": 0.0})
+    folder, result, events = train_in_process(raw)
+    assert result["step"] == 3
+    saved = json.loads((folder.adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    assert (saved["r"], saved["init_lora_weights"]) == (2 * raw["lora"]["r"], True)
+    assert json.loads((folder.initial_adapter / "adapter_config.json").read_text())["r"] == raw["lora"]["r"]
+    rates = [event["learning_rate"] for event in events if event.get("type") == "train" and "learning_rate" in event]
+    assert min(rates) >= 0.5 * raw["training"]["learning_rate"] - 1e-12
