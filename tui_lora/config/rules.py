@@ -120,16 +120,17 @@ def _lora_init(cfg: RunConfig) -> Iterator[ConfigIssue]:
     init, quantized = cfg.lora.init_lora_weights, cfg.quantization.mode
     key = "lora.init_lora_weights"
     if init not in LORA_INITS and not re.fullmatch(r"pissa_niter_\d+", init):
-        yield ConfigIssue(key, f"{init!r} is not allowed; choose one of {', '.join(repr(i) for i in LORA_INITS)}, or "
-                               "pissa_niter_N (PiSSA with a fast SVD of N iterations, such as pissa_niter_16)")
+        names = ", ".join(repr(name) for name in LORA_INITS)
+        yield ConfigIssue(key, f"{init!r} is not allowed; choose one of {names}, or pissa_niter_N (PiSSA with a fast "
+                               "SVD of N iterations, such as pissa_niter_16)")
     elif init == "loftq" and quantized != "4-bit":
-        yield ConfigIssue(key, "\"loftq\" makes up for what 4-bit quantisation loses, and this run loads the model "
-                               f"{'in 8-bit' if quantized == '8-bit' else 'unquantised'}; set quantization.load_in_4bit "
-                               "= true, or choose another initialisation")
+        loaded = "in 8-bit" if quantized == "8-bit" else "unquantised"
+        yield ConfigIssue(key, f"\"loftq\" makes up for what 4-bit quantisation loses, and this run loads the model "
+                               f"{loaded}; set quantization.load_in_4bit = true, or choose another initialisation")
     elif (init.startswith("pissa") or init == "orthogonal") and quantized != "none":
-        yield ConfigIssue(key, f"{init!r} needs the base weights in 16 or 32 bits (peft cannot start it from {quantized} "
-                               "weights); turn quantisation off, or use \"olora\" (it works on quantised weights) or "
-                               "\"loftq\" (4-bit)")
+        yield ConfigIssue(key, f"{init!r} needs the base weights in 16 or 32 bits (peft cannot start it from "
+                               f"{quantized} weights); turn quantisation off, or use \"olora\" (it works on "
+                               "quantised weights) or \"loftq\" (4-bit)")
 
 
 def _model(cfg: RunConfig) -> Iterator[ConfigIssue]:
@@ -345,9 +346,10 @@ def _schedule(cfg: RunConfig) -> Iterator[ConfigIssue]:
         elif name in SCHEDULER_WORDS and value not in SCHEDULER_WORDS[name]:
             yield ConfigIssue(key, f"{name} = {value!r} is not allowed; choose one of "
                                    f"{', '.join(repr(word) for word in SCHEDULER_WORDS[name])}")
-        elif name not in SCHEDULER_WORDS and (isinstance(value, (bool, str))):
+        elif name not in SCHEDULER_WORDS and isinstance(value, (bool, str)):
             yield ConfigIssue(key, f"{name} = {value!r} must be a number")
-    if schedule in ("cosine_with_min_lr", "cosine_warmup_with_min_lr") and ("min_lr" in given) == ("min_lr_rate" in given):
+    floors = ("min_lr" in given) + ("min_lr_rate" in given)
+    if schedule in ("cosine_with_min_lr", "cosine_warmup_with_min_lr") and floors != 1:
         yield ConfigIssue(key, f"{schedule!r} ends at a floor: give one of min_lr (a learning rate) or min_lr_rate (a "
                                "share of learning_rate), such as {min_lr_rate = 0.1}")
     if schedule == "warmup_stable_decay" and "num_decay_steps" not in given:
@@ -356,14 +358,15 @@ def _schedule(cfg: RunConfig) -> Iterator[ConfigIssue]:
 
 
 def _batches(cfg: RunConfig) -> Iterator[ConfigIssue]:
-    if cfg.collator.group_by_length:
-        if cfg.collator.packing != "off":
-            yield ConfigIssue("collator.group_by_length", "only applies to padded batches, and collator.packing is "
-                                                          f"{cfg.collator.packing!r} (packed batches have no padding to "
-                                                          "save); set packing = \"off\", or turn this off")
-        elif cfg.data.streaming:
-            yield ConfigIssue("collator.group_by_length", "needs every example's length up front, which a stream does not "
-                                                          "have; turn data.streaming off, or this")
+    key, packing = "collator.group_by_length", cfg.collator.packing
+    if not cfg.collator.group_by_length:
+        return
+    if packing != "off":
+        yield ConfigIssue(key, f"only applies to padded batches, and collator.packing is {packing!r} (packed batches "
+                               "have no padding to save); set packing = \"off\", or turn this off")
+    elif cfg.data.streaming:
+        yield ConfigIssue(key, "needs every example's length up front, which a stream does not have; turn "
+                               "data.streaming off, or this")
 
 
 def _installed(module: str) -> bool:

@@ -21,6 +21,7 @@ from tui_lora.tui.messages import ProbeAnswered
 from tui_lora.tui.widgets.setting_field import SettingField
 
 OWN_KEYS = ("path", "format", "split", "weight", "max_samples", "system_prompt")
+DONE_HINT = "Back to the data step (Esc); what was typed is kept."
 RECORD_HINT = "Show the first record: the file's first record, and the conversation this mapping makes of it."
 PLACEHOLDERS = {"path": "a .jsonl file, a folder, a hub data set id or builtin:belle-sample",
                 "system_prompt": "empty: data.system_prompt"}
@@ -142,8 +143,10 @@ class DataSourceDialog(ModalScreen[None]):
     def on_descendant_focus(self, event: events.DescendantFocus) -> None:
         field = next((node for node in event.widget.ancestors_with_self if isinstance(node, SettingField)), None)
         self.app.focused_key = field.key if field is not None else ""
-        shown = f"{field.key}: {field.help}  (F1: more)" if field is not None else (
-            RECORD_HINT if event.widget.id == "first-record" else "Back to the data step (Esc); what was typed is kept.")
+        if field is not None:
+            shown = f"{field.key}: {field.help}  (F1: more)"
+        else:
+            shown = RECORD_HINT if event.widget.id == "first-record" else DONE_HINT
         self.query_one("#source-help", Static).update(Text(shown))
 
     # ------------------------------------------------------------ the first record

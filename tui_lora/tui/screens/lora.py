@@ -41,8 +41,8 @@ class LoraScreen(StepScreen):
             yield self.setting(key)
         # How the adapter starts and how fast B learns: for users who know they want PiSSA, LoftQ or LoRA+.
         yield Static("Initialisation and LoRA+", classes="group-title")
-        yield self.setting("lora.init_lora_weights", placeholder="default, gaussian, orthogonal, pissa, pissa_niter_16, "
-                                                                 "olora, eva, loftq")
+        yield self.setting("lora.init_lora_weights",
+                           placeholder="default, gaussian, orthogonal, pissa, pissa_niter_16, olora, eva, loftq")
         yield self.setting("lora.loraplus_lr_ratio")
 
     def on_mount(self) -> None:
