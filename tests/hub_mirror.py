@@ -7,7 +7,8 @@
 
 Every file under a repo's folder (recursively) is a file of that repo, all at one commit whose
 sha is derived from the repo type and id (`MirrorServer.commit_sha`). The revisions "main"
-and that sha exist; any other revision is unknown.
+and that sha exist; any other revision is unknown until a branch of that name is created.
+Repos can also be created and pushed to (see "Writing" below); pushed files live in memory.
 
 What huggingface_hub 2.4 (httpx2 underneath) asks for, and what is answered:
 
@@ -26,6 +27,22 @@ What huggingface_hub 2.4 (httpx2 underneath) asks for, and what is answered:
     404 + X-Error-Code: RepoNotFound (unknown repo), RevisionNotFound (unknown revision),
          EntryNotFound (unknown file or tree path; carries X-Repo-Commit like the hub).
 
+Writing, as huggingface_hub 2.4's HfApi.create_repo / create_branch / preupload_lfs_files / create_commit
+(and upload_folder) ask for it; each needs an `Authorization: Bearer …` header (else 401):
+    GET  /api/whoami-v2                                 {"name": "tui-test-user", ...} (USER)
+    POST /api/repos/create {name, organization, visibility, type}
+         a new repo holding .gitattributes (its namespace USER when no organization); 409 when it exists
+    POST /api/{models|datasets}/{repo}/branch/{name}    a branch from main; 409 when it exists
+    POST /api/validate-yaml                             no errors, no warnings (create_commit asks for README.md)
+    POST /api/{models|datasets}/{repo}/preupload/{rev}  every file "regular" (base64 in the commit, so no LFS
+         batch and no xet transfer, whether hf_xet is installed or not: it is used only for "lfs" files), with
+         `oid` the blob id of the file already at that revision, which create_commit uses to leave out
+         files that have not changed
+    POST /api/{models|datasets}/{repo}/commit/{rev}     NDJSON: a header line, then "file" (base64) and
+         "deletedFile" / "deletedFolder" lines; an "lfsFile" line or create_pr=1 is a 400. Answers
+         commitUrl and commitOid; recorded in `commits` (PushedCommit: files and bytes added, paths
+         deleted, the Authorization header), and `files_of(repo)` reads the repo back.
+
 Modes (`mode=` or the `mode` attribute, which can be changed while the server runs):
     "ok"         normal.
     "hang"       reads the request, logs it, then never answers (until the server stops).
@@ -36,6 +53,9 @@ Modes (`mode=` or the `mode` attribute, which can be changed while the server ru
                  its 5 retries (~5 s) with httpx2.RemoteProtocolError.
     "drop-once"  like "drop" for the first GET of each file only; later GETs are served, so a
                  client that retries ends with byte-identical files.
+    "drop-commit"  everything answered normally except a commit POST: half of its body is read, then the
+                 connection is closed without an answer (nothing is committed). create_commit sends it
+                 once (no retries), so the client sees an httpx2 transport error at once.
     "error"      every request gets HTTP 500 (JSON body {"error": ...}).
     "unauthorized"  every request gets HTTP 401, as the hub answers a token it does not accept.
     Note: huggingface_hub's http_get counts received bytes only in whole
@@ -71,35 +91,73 @@ Timeouts in huggingface_hub 2.4 (found in its source and checked by tests/functi
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import socket
 import sys
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-MODES = ("ok", "hang", "drop", "drop-once", "error", "unauthorized")
+MODES = ("ok", "hang", "drop", "drop-once", "drop-commit", "error", "unauthorized")
 REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".gguf", ".ot",
                 ".tflite", ".npz", ".parquet", ".arrow", ".zip", ".gz", ".tar")
 LFS_MIN_SIZE = 10 * 1024 * 1024
 TIMESTAMP = "2024-01-01T00:00:00.000Z"
 CHUNK = 64 * 1024
+# what a repo made by POST /api/repos/create holds, as on the hub (which writes a longer list)
+GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.bin filter=lfs diff=lfs merge=lfs -text\n"
+USER = "tui-test-user"  # whoami's answer: the namespace of a repo created without an organization
+
+
+@dataclass(frozen=True)
+class PushedCommit:
+    """A commit the mirror took: where it went, what it added (path -> bytes) and deleted, who sent it."""
+    repo_type: str
+    repo_id: str
+    revision: str
+    summary: str
+    added: dict[str, bytes]
+    deleted: list[str]
+    authorization: str  # the Authorization header it came with
 
 
 class ServedFile:
-    """One file of a served repo: its bytes stay on disk, its hashes are taken once."""
+    """One file of a served repo: its bytes stay on disk (a served folder) or in memory (a pushed commit);
+    its hashes are taken once."""
 
-    def __init__(self, path: str, source: Path):
-        self.path, self.source = path, source
-        data = source.read_bytes()
-        self.size = len(data)
-        self.blob_id = hashlib.sha1(b"blob %d\0" % self.size + data).hexdigest()
-        self.sha256 = hashlib.sha256(data).hexdigest()
-        self.lfs = path.endswith(LFS_SUFFIXES) or self.size >= LFS_MIN_SIZE
+    def __init__(self, path: str, source: Path | None = None, data: bytes | None = None, lfs: bool | None = None):
+        self.path, self.source, self.data = path, source, data
+        content = source.read_bytes() if data is None else data
+        self.size = len(content)
+        self.blob_id = hashlib.sha1(b"blob %d\0" % self.size + content).hexdigest()
+        self.sha256 = hashlib.sha256(content).hexdigest()
+        # a pushed file is a plain git blob: the mirror's preupload asks for every file in "regular" mode
+        self.lfs = (path.endswith(LFS_SUFFIXES) or self.size >= LFS_MIN_SIZE) if lfs is None else lfs
+
+    def read(self) -> bytes:
+        return self.source.read_bytes() if self.data is None else self.data
+
+    def chunks(self, start: int, stop: int):
+        """The bytes from `start` up to `stop`, in pieces of at most CHUNK."""
+        if self.data is not None:
+            for at in range(start, stop, CHUNK):
+                yield self.data[at:min(at + CHUNK, stop)]
+            return
+        with open(self.source, "rb") as src:
+            src.seek(start)
+            position = start
+            while position < stop:
+                chunk = src.read(min(CHUNK, stop - position))
+                if not chunk:
+                    break
+                yield chunk
+                position += len(chunk)
 
     @property
     def etag(self) -> str:
@@ -124,21 +182,57 @@ class ServedFile:
 
 
 class ServedRepo:
-    def __init__(self, repo_type: str, repo_id: str, folder: Path):
+    """A repo at one revision: its files and commit sha. A branch is another ServedRepo of the same id."""
+
+    def __init__(self, repo_type: str, repo_id: str, files: dict[str, ServedFile], sha: str, private: bool = False):
+        self.repo_type, self.repo_id, self.sha, self.private = repo_type, repo_id, sha, private
+        self.files = dict(files)
+        self.branches: dict[str, ServedRepo] = {}  # name -> the branch's own state (main is this object)
+        self._index_folders()
+
+    @classmethod
+    def from_folder(cls, repo_type: str, repo_id: str, folder: Path) -> ServedRepo:
         folder = Path(folder)
         if not folder.is_dir():
             raise ValueError(f"{repo_type} {repo_id}: {folder} is not a folder")
-        self.repo_type, self.repo_id = repo_type, repo_id
-        self.sha = MirrorServer.commit_sha(repo_type, repo_id)
         names = [p.relative_to(folder).as_posix() for p in sorted(folder.rglob("*")) if p.is_file()]
-        self.files = {name: ServedFile(name, folder / name) for name in names}
+        return cls(repo_type, repo_id, {name: ServedFile(name, folder / name) for name in names},
+                   MirrorServer.commit_sha(repo_type, repo_id))
+
+    @classmethod
+    def created(cls, repo_type: str, repo_id: str, private: bool) -> ServedRepo:
+        """A new repo as the hub makes it: one commit holding .gitattributes."""
+        attributes = ServedFile(".gitattributes", data=GITATTRIBUTES, lfs=False)
+        return cls(repo_type, repo_id, {".gitattributes": attributes},
+                   hashlib.sha1(f"created:{repo_type}/{repo_id}".encode()).hexdigest(), private)
+
+    def _index_folders(self) -> None:
         self.folders = sorted({"/".join(name.split("/")[:i]) for name in self.files
                                for i in range(1, name.count("/") + 1)})
+
+    def branch(self, name: str) -> ServedRepo:
+        """A new branch starting from this revision's files."""
+        branch = ServedRepo(self.repo_type, self.repo_id, self.files, self.sha, self.private)
+        self.branches[name] = branch
+        return branch
+
+    def apply(self, added: dict[str, bytes], deleted: list[str], summary: str) -> str:
+        """Commit: files added or replaced, files (or folders, ending in /) deleted; returns the new sha."""
+        for path in deleted:
+            folder = path.rstrip("/") + "/"
+            for name in [n for n in self.files if n == path or n.startswith(folder)]:
+                del self.files[name]
+        for path, data in added.items():
+            self.files[path] = ServedFile(path, data=data, lfs=False)
+        self._index_folders()
+        listing = "".join(f"{name}:{f.blob_id}\n" for name, f in sorted(self.files.items()))
+        self.sha = hashlib.sha1(f"{self.sha}\n{summary}\n{listing}".encode()).hexdigest()
+        return self.sha
 
     def info(self, blobs: bool) -> dict:
         author = self.repo_id.split("/")[0] if "/" in self.repo_id else None
         info = {"_id": self.sha[:24], "id": self.repo_id, "author": author, "sha": self.sha,
-                "lastModified": TIMESTAMP, "createdAt": TIMESTAMP, "private": False, "gated": False,
+                "lastModified": TIMESTAMP, "createdAt": TIMESTAMP, "private": self.private, "gated": False,
                 "disabled": False, "downloads": 0, "likes": 0, "tags": [],
                 "siblings": [f.sibling(blobs) for f in self.files.values()],
                 "usedStorage": sum(f.size for f in self.files.values())}
@@ -211,7 +305,14 @@ class _Handler(BaseHTTPRequestHandler):
         mirror = self.server.mirror
         body = b""
         if self.command == "POST":
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            length = int(self.headers.get("Content-Length") or 0)
+            if mirror.mode == "drop-commit" and "/commit/" in urlsplit(self.path).path:
+                # half the upload arrives, then the line goes dead: no answer, nothing committed
+                self.rfile.read(length // 2)
+                mirror._log(self.command, self.path, dict(self.headers))
+                self.close_connection = True
+                return
+            body = self.rfile.read(length)
         if mirror._stopping.is_set():
             self.close_connection = True
             return
@@ -228,6 +329,12 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         parts = [unquote(p) for p in url.path.strip("/").split("/")]
         query = parse_qs(url.query)
+        if parts == ["api", "whoami-v2"]:
+            return self._whoami()
+        if parts == ["api", "validate-yaml"] and self.command == "POST":
+            return self._json({"errors": [], "warnings": []})  # the card's metadata is the client's business here
+        if parts == ["api", "repos", "create"] and self.command == "POST":
+            return self._create_repo(body)
         if parts[:1] == ["api"] and len(parts) == 2 and parts[1] in REPO_TYPES and self.command != "POST":
             return self._listing(REPO_TYPES[parts[1]], query)
         if parts[:1] == ["api"] and len(parts) >= 3 and parts[1] in REPO_TYPES:
@@ -262,21 +369,102 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, extra, json.dumps({"error": message}).encode())
 
     def _find(self, repo_type: str, repo_id: str, revision: str):
-        """(repo, None) when repo and revision exist, else (None, an answer already sent)."""
+        """The repo at `revision` (main, a branch, or a branch's commit sha), else None with the 404 sent."""
         repo = self.server.mirror._repos.get((repo_type, repo_id))
         if repo is None:
             self._error(404, "RepoNotFound", "Repository not found")
             return None
-        if revision not in ("main", repo.sha):
-            self._error(404, "RevisionNotFound", "Invalid rev id: " + revision)
-            return None
-        return repo
+        if revision in ("main", repo.sha):
+            return repo
+        for name, branch in repo.branches.items():
+            if revision in (name, branch.sha):
+                return branch
+        self._error(404, "RevisionNotFound", "Invalid rev id: " + revision)
+        return None
+
+    def _authorized(self) -> bool:
+        """Writes need a token, as on the hub; False (with the 401 sent) when the request carries none."""
+        if self.headers.get("Authorization", "").startswith("Bearer ") and len(self.headers["Authorization"]) > 7:
+            return True
+        self._error(401, None, "Invalid credentials in Authorization header")
+        return False
+
+    # --- writing: whoami, repo creation, branches, preupload, commit -----------------------
+    def _whoami(self):
+        if self._authorized():
+            self._json({"type": "user", "name": USER, "fullname": "tui-lora tests", "orgs": [],
+                        "auth": {"type": "access_token", "accessToken": {"displayName": "test", "role": "write"}}})
+
+    def _create_repo(self, body: bytes):
+        """POST /api/repos/create {name, organization, visibility, type}: 409 when it exists, as the hub."""
+        if not self._authorized():
+            return
+        mirror = self.server.mirror
+        payload = json.loads(body or b"{}")
+        repo_type = payload.get("type") or "model"
+        repo_id = f"{payload.get('organization') or USER}/{payload['name']}"
+        prefix = "" if repo_type == "model" else f"{repo_type}s/"
+        with mirror._lock:
+            if (repo_type, repo_id) in mirror._repos:  # the hub's 409 carries the url, which exist_ok returns
+                message = "You already created this model repo"
+                return self._send(409, {"Content-Type": "application/json; charset=utf-8", "X-Error-Message": message},
+                                  json.dumps({"error": message, "url": f"{mirror.url}/{prefix}{repo_id}"}).encode())
+            private = payload.get("visibility") == "private" or payload.get("private") is True
+            mirror._repos[(repo_type, repo_id)] = ServedRepo.created(repo_type, repo_id, private)
+        self._json({"url": f"{mirror.url}/{prefix}{repo_id}", "name": repo_id})
+
+    def _create_branch(self, repo: ServedRepo, name: str):
+        if name == "main" or name in repo.branches:
+            return self._error(409, None, "Reference already exists")
+        with self.server.mirror._lock:
+            repo.branch(name)
+        self._json({})
+
+    def _preupload(self, repo: ServedRepo, body: bytes):
+        """Every file is to go as a regular git blob (base64 in the commit), so no LFS or xet transfer is
+        needed; oid is the file's blob id at that revision, which lets the client skip identical files."""
+        files = json.loads(body or b"{}").get("files", [])
+        self._json({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
+                               "oid": repo.files[f["path"]].blob_id if f["path"] in repo.files else None}
+                              for f in files], "commitOid": repo.sha})
+
+    def _commit(self, repo: ServedRepo, revision: str, body: bytes, query: dict):
+        """POST .../commit/{rev}: NDJSON, a header line then one line per file added (base64) or deleted."""
+        if _true(query.get("create_pr")):
+            return self._error(400, None, "this mirror takes no pull requests")
+        summary, added, deleted = "", {}, []
+        for line in body.splitlines():
+            if not line.strip():
+                continue
+            item = json.loads(line)
+            key, value = item.get("key"), item.get("value", {})
+            if key == "header":
+                summary = value.get("summary", "")
+            elif key == "file" and value.get("encoding") == "base64":
+                added[value["path"]] = base64.b64decode(value["content"])
+            elif key in ("deletedFile", "deletedFolder"):
+                deleted.append(value["path"].rstrip("/") + ("/" if key == "deletedFolder" else ""))
+            else:  # lfsFile: never asked for, since preupload answers "regular"
+                return self._error(400, None, f"this mirror takes regular files only, not {key!r}")
+        gone = [p for p in deleted if p.rstrip("/") not in repo.files and p.rstrip("/") not in repo.folders]
+        if gone:
+            return self._error(404, "EntryNotFound", f"A file with this name doesn't exist: {gone[0]}")
+        mirror = self.server.mirror
+        with mirror._lock:
+            sha = repo.apply(added, deleted, summary)
+            mirror._commits.append(PushedCommit(repo.repo_type, repo.repo_id, revision, summary, added, deleted,
+                                                self.headers.get("Authorization", "")))
+        prefix = "" if repo.repo_type == "model" else f"{repo.repo_type}s/"
+        self._json({"commitUrl": f"{mirror.url}/{prefix}{repo.repo_id}/commit/{sha}", "commitOid": sha,
+                    "pullRequestUrl": None, "success": True})
 
     # --- /api/{type}s/... ---------------------------------------------------------------
     def _listing(self, repo_type: str, query: dict):
         """GET /api/models (list_models & co): the served repos of that type; `limit` honoured."""
+        with self.server.mirror._lock:  # a push may be creating a repo meanwhile
+            served = list(self.server.mirror._repos.values())
         found = [{"_id": r.sha[:24], "id": r.repo_id, **({"modelId": r.repo_id} if repo_type == "model" else {})}
-                 for r in self.server.mirror._repos.values() if r.repo_type == repo_type]
+                 for r in served if r.repo_type == repo_type]
         limit = query.get("limit", [""])[-1]
         self._json(found[:int(limit)] if limit.isdigit() else found)
 
@@ -301,6 +489,17 @@ class _Handler(BaseHTTPRequestHandler):
                 else:
                     self._json(entries, {"X-Repo-Commit": repo.sha})
             return
+        if self.command == "POST" and tail[:1] in (["preupload"], ["commit"], ["branch"]) and len(tail) == 2:
+            if not self._authorized():
+                return
+            repo = self._find(repo_type, repo_id, "main" if tail[0] == "branch" else tail[1])
+            if repo is None:
+                return
+            if tail[0] == "preupload":
+                return self._preupload(repo, body)
+            if tail[0] == "commit":
+                return self._commit(repo, tail[1], body, query)
+            return self._create_branch(repo, tail[1])
         if self.command == "POST" and tail[:1] == ["paths-info"] and len(tail) == 2:
             repo = self._find(repo_type, repo_id, tail[1])
             if repo:
@@ -345,15 +544,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.server.mirror._should_drop(repo, file):
             stop = min(stop, file.size // 2)  # the connection always dies at the middle of the file
             self.close_connection = True
-        with open(file.source, "rb") as src:
-            src.seek(start)
-            position = start
-            while position < stop:
-                chunk = src.read(min(CHUNK, stop - position))
-                if not chunk:
-                    break
-                self.wfile.write(chunk)
-                position += len(chunk)
+        for chunk in file.chunks(start, stop):
+            self.wfile.write(chunk)
         self.wfile.flush()
 
 
@@ -387,6 +579,8 @@ class MirrorServer:
     drop_threshold:  in "drop"/"drop-once", GETs of files larger than this many bytes are cut.
 
     url:       "http://127.0.0.1:PORT" (the HF_ENDPOINT / endpoint= value), set once started.
+    commits:   a copy of the PushedCommit list so far; files_of(repo_id, repo_type, revision) -> {path: bytes};
+               is_private(repo_id, repo_type)
     requests:  a copy of [(method, raw path incl. query string)] received so far, in order
                (logged on arrival, before the mode acts: hung and failed requests are in it too).
     request_headers: the headers of those requests, same order.
@@ -396,13 +590,14 @@ class MirrorServer:
 
     def __init__(self, repos: Mapping[tuple[str, str], Path | str], mode: str = "ok", *,
                  drop_threshold: int = 16 * 1024):
-        self._repos = {(t, i): ServedRepo(t, i, Path(folder)) for (t, i), folder in repos.items()}
+        self._repos = {(t, i): ServedRepo.from_folder(t, i, Path(folder)) for (t, i), folder in repos.items()}
         self.mode = mode
         self.drop_threshold = drop_threshold
         self._requests: list[tuple[str, str]] = []
         self._headers: list[dict[str, str]] = []
         self._lock = threading.Lock()
         self._dropped: set[tuple[str, str, str]] = set()
+        self._commits: list[PushedCommit] = []
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -435,6 +630,24 @@ class MirrorServer:
         """The headers of each request, parallel to `requests` (e.g. to see a `Range` resume)."""
         with self._lock:
             return [dict(h) for h in self._headers]
+
+    @property
+    def commits(self) -> list[PushedCommit]:
+        """Every commit pushed so far, in order."""
+        with self._lock:
+            return list(self._commits)
+
+    def files_of(self, repo_id: str, repo_type: str = "model", revision: str = "main") -> dict[str, bytes]:
+        """{path: bytes} of a repo at main or a branch (pushed or served); {} for a repo that does not exist."""
+        with self._lock:
+            repo = self._repos.get((repo_type, repo_id))
+            if repo is not None and revision != "main":
+                repo = repo.branches.get(revision)
+            return {path: f.read() for path, f in repo.files.items()} if repo else {}
+
+    def is_private(self, repo_id: str, repo_type: str = "model") -> bool:
+        with self._lock:
+            return self._repos[(repo_type, repo_id)].private
 
     def clear_requests(self) -> None:
         with self._lock:

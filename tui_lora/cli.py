@@ -298,6 +298,17 @@ def cmd_merge(args) -> int:
     return 0
 
 
+def cmd_push(args) -> int:
+    from tui_lora.after.push import push, summary_line
+
+    # progress on stderr, as merge's; huggingface_hub's own bars only where they can draw (a terminal)
+    result = push(args.folder, args.repo, merged=args.merged, private=args.private, revision=args.revision,
+                  force=args.force, progress=lambda line: print(line, file=sys.stderr, flush=True),
+                  bars=sys.stderr.isatty())
+    print(summary_line(result))
+    return 0
+
+
 def _left(chosen) -> int:
     """After the full-screen app: a run left running is still there, and this says how to get back to it."""
     if chosen and chosen[0] == "left":
@@ -341,7 +352,7 @@ def seed(text: str) -> int:
 
 
 def add_after_verbs(verbs) -> None:
-    """chat, eval and merge: what to do with a run's adapter once it is trained."""
+    """chat, eval, merge and push: what to do with a run's adapter once it is trained."""
     where = dict(metavar="RUN_FOLDER", help="a run folder (its adapter/), one of its checkpoint-N folders, "
                                             "or an adapter folder")
     overrides = dict(action="append", metavar="SECTION.KEY=VALUE",
@@ -390,6 +401,25 @@ def add_after_verbs(verbs) -> None:
                             "checkpoint's own)")
     merge.add_argument("--set", **overrides)
     merge.set_defaults(func=cmd_merge)
+
+    publish = verbs.add_parser(
+        "push", help="upload the adapter (or the merged model) with a model card to the Hugging Face hub, a mirror "
+                     "or ModelScope",
+        description="Upload a finished run's adapter, with its tokenizer, chat template and a generated model card, "
+                    "to where the run file's [hub] points: the Hugging Face hub, the mirror in hub.endpoint, or "
+                    "ModelScope. The token comes from HF_TOKEN or `hf auth login` (MODELSCOPE_API_TOKEN or its "
+                    "login). Running it again after a dropped connection finishes the upload.")
+    publish.add_argument("folder", metavar="RUN_FOLDER", help="the run's training.output_dir")
+    publish.add_argument("--repo", required=True, metavar="NAME",
+                         help="OWNER/NAME, or NAME alone for the token owner's namespace (ModelScope: OWNER/NAME)")
+    publish.add_argument("--merged", action="store_true",
+                         help="upload the merged model `tui-lora merge` last wrote for this run instead")
+    publish.add_argument("--private", action="store_true", help="create the repo private")
+    publish.add_argument("--revision", metavar="BRANCH",
+                         help="the branch to push to, made from main when missing (default main; ModelScope master)")
+    publish.add_argument("--force", action="store_true",
+                         help="push into a repo that holds files of something else (they stay)")
+    publish.set_defaults(func=cmd_push)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -119,12 +119,18 @@ def hub_errors(ref: str, repo_type: str, settings: HubSettings, key: str = "") -
         reason = first_line(exc)
         raise UserError(f"{key}: downloading {ref!r} from {where} failed: {reason}; check the network or "
                         "hub.endpoint, then run again (finished files are kept)") from None
-    except Exception as exc:  # httpx's transport errors (timeouts, dropped connections) have no common base here
-        if type(exc).__module__.split(".")[0] not in ("httpx", "httpx2", "httpcore", "httpcore2"):
+    except Exception as exc:
+        if not is_transport_error(exc):
             raise
         reason = first_line(exc)
         raise UserError(f"{key}: downloading {ref!r} from {where} failed ({type(exc).__name__}: {reason}); "
                         "check the network or hub.endpoint, then run again (finished files are kept)") from None
+
+
+def is_transport_error(exc: BaseException) -> bool:
+    """A timeout or dropped connection from the HTTP client under huggingface_hub (httpx and friends give
+    them no common base class here)."""
+    return type(exc).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore", "httpcore2")
 
 
 def _credentials_hint() -> str:
@@ -333,7 +339,7 @@ def _reachable(endpoint: str, timeout: float) -> tuple[bool, float, str]:
     return True, time.perf_counter() - started, status
 
 
-def _size(n: int) -> str:
+def readable_size(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -400,7 +406,7 @@ def check_hub(config: RunConfig) -> tuple[list[str], bool]:
             ok = False
             continue
         total = sum(f.file_size or 0 for f in plan.files)
-        lines.append(f"{kind} {ref}: found, {len(plan.files)} files, {_size(total)}; "
-                     f"{_size(sum(f.file_size or 0 for f in plan.missing))} to download "
+        lines.append(f"{kind} {ref}: found, {len(plan.files)} files, {readable_size(total)}; "
+                     f"{readable_size(sum(f.file_size or 0 for f in plan.missing))} to download "
                      f"({len(plan.files) - len(plan.missing)} cached)")
     return lines, ok

@@ -11,6 +11,11 @@ Three things make the merged model answer exactly as base + adapter did:
   adapter that touched neither costs no extra matrix.
 - The folder is written next to its destination and renamed into place at the end, so a failure
   (a full disk, Ctrl+C) leaves no half-written model under the name asked for.
+
+Merging a run's final adapter adds a "merge" event to the run's event log (out, dtype, parameters):
+`tui-lora push RUN --merged` finds the merged model there, and a "result" event after it says the run
+saved a newer adapter since (it was resumed), so that merge is out of date. Readers that do not know
+the type skip it, as they skip any (runs/events.py).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class MergeResult:
     dtype: str
     parameters: int
     untied: bool  # the embeddings stayed untied because the adapter changed one side
+    recorded: bool = False  # noted in the run's event log, for push --merged
 
 
 def check_destination(out: Path, force: bool, adapter: Path, run_folder: Path | None) -> None:
@@ -108,7 +114,46 @@ def merge(where: str, out: str, overrides: list[str] = (), force: bool = False, 
         progress(f"writing {destination} …")
     _write_atomically(destination, lambda stage: _save(merged, tokenizer, stage))
     parameters = sum(p.numel() for p in merged.parameters())
-    return MergeResult(destination, str(next(merged.parameters()).dtype).removeprefix("torch."), parameters, untied)
+    result = MergeResult(destination, str(next(merged.parameters()).dtype).removeprefix("torch."), parameters, untied)
+    result.recorded = record_merge(trained.run_folder, trained.adapter, result)
+    return result
+
+
+MERGE_EVENT = "merge"
+
+
+def record_merge(run_folder: Path | None, adapter: Path, result: MergeResult) -> bool:
+    """Note in the run's event log where its final adapter was merged to; False when there is no run to note it
+    in (a checkpoint or an adapter folder was merged) or its log cannot be written (a read-only run folder)."""
+    from tui_lora.runs.events import EventLog
+    from tui_lora.runs.folder import RunFolder
+
+    if run_folder is None or adapter != RunFolder(run_folder).adapter:
+        return False
+    try:
+        log = EventLog(RunFolder(run_folder).events)
+    except OSError:
+        return False
+    try:
+        log.emit(MERGE_EVENT, out=str(result.out), dtype=result.dtype, parameters=result.parameters)
+    finally:
+        log.close()
+    return True
+
+
+def recorded_merge(run_folder: Path) -> tuple[Path | None, bool]:
+    """(the folder the run's final adapter was last merged to, or None; whether the run saved a newer adapter
+    after that merge)."""
+    from tui_lora.runs.events import read_events
+    from tui_lora.runs.folder import RunFolder
+
+    out, outdated = None, False
+    for event in read_events(RunFolder(run_folder).events):
+        if event.get("type") == MERGE_EVENT and event.get("out"):
+            out, outdated = Path(event["out"]), False
+        elif event.get("type") == "result" and out is not None:
+            outdated = True
+    return out, outdated
 
 
 def _save(model, tokenizer, folder: Path) -> None:

@@ -21,6 +21,8 @@ read. Every event has "t" (unix seconds) and "type":
             its own, such as which batching path runs)
   result    where the adapter is and the final metrics; train_loss_steps [first, last]: the steps the
             Trainer's train_loss averages (this session's only, after a resume)
+  merge     written by `tui-lora merge` after the run (out, dtype, parameters): where the merged model is,
+            which `tui-lora push --merged` uploads
 Readers ignore types and keys they do not know, so the log can grow.
 """
 
