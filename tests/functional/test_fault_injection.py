@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, run_cli, tiny_run_file, write_run_file
 
+from tui_lora.config.paths import quoted
 from tui_lora.runs.folder import CHECKPOINT, RunFolder
 
 MAX_STEPS = 10
@@ -177,5 +178,5 @@ def test_a_read_only_run_folder_is_refused_before_anything_loads(tmp_path, small
     run = run_cli("run", str(write_run_file(tmp_path / "run.toml", raw)), "--plain")
     assert run.returncode == 2
     # found by the run file's check, before the run folder (or anything else) is touched
-    assert run.stderr.splitlines() == [f"error: {tmp_path / 'run.toml'}: training.output_dir: '{folder}' cannot be "
-                                       "created: it is on a read-only file system"]
+    assert run.stderr.splitlines() == [f"error: {tmp_path / 'run.toml'}: training.output_dir: {quoted(str(folder))} "
+                                       "cannot be created: it is on a read-only file system"]
