@@ -3,7 +3,7 @@
 After an intended UI change, regenerate the snapshots, look at the new SVGs (open them in a
 browser, or `rsvg-convert FILE.svg -o /tmp/x.png`), then commit them with the change:
 
-    python -m pytest tests/functional/test_wizard_snapshots.py --snapshot-update
+    python -m pytest -n 0 tests/functional/test_wizard_snapshots.py --snapshot-update
 
 A failing run writes snapshot_report.html (old and new side by side) in the current folder.
 
