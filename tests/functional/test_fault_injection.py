@@ -73,9 +73,11 @@ def kill_when(process: subprocess.Popen, folder: Path, ready, timeout: float = 1
 
 def progress_step(folder: Path) -> int:
     try:
-        lines = folder.joinpath("events.jsonl").read_text(encoding="utf-8").splitlines()
+        text = folder.joinpath("events.jsonl").read_text(encoding="utf-8")
     except FileNotFoundError:
         return 0
+    # read while the run writes: a last line without its newline is still being written
+    lines = text.splitlines() if text.endswith("\n") else text.splitlines()[:-1]
     steps = [event.get("step", 0) for event in map(json.loads, lines) if event.get("type") == "progress"]
     return max(steps, default=0)
 
