@@ -31,6 +31,19 @@ MORE_HELP = {
     "data.train_on": (
         "assistant: the loss covers every assistant reply, not the user turns or the template. "
         "last: only the final reply of each conversation. all: every token, including the prompts."),
+    "lora.init_lora_weights": (
+        "Keep default unless you know why not. pissa converges faster on the same steps (PiSSA paper); use "
+        "pissa_niter_16 on large models, where a full SVD of every layer takes minutes. olora is the same idea "
+        "through a QR decomposition and also works on 4-bit or 8-bit weights. eva spends a pass over some "
+        "batches before step 1 to start from the data. loftq is for QLoRA (4-bit) on a CUDA GPU: it starts the "
+        "adapter at what quantisation lost."),
+    "lora.loraplus_lr_ratio": (
+        "LoRA+ trains B faster than A, which the paper found learns the same in fewer steps; 16 is its choice. "
+        "Lowering learning_rate a little (half) with it is usual."),
+    "training.lr_scheduler_kwargs": (
+        "In the wizard, write name=value pairs: min_lr_rate=0.1 (cosine_with_min_lr), num_decay_steps=200, "
+        "decay_type=1-sqrt (warmup_stable_decay), num_cycles=2 (cosine_with_restarts). In the run file it is a "
+        "table: lr_scheduler_kwargs = {min_lr_rate = 0.1}."),
     "training.gradient_accumulation_steps": (
         "The effective batch is per_device_train_batch_size × gradient_accumulation_steps × number of GPUs."),
 }
