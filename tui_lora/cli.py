@@ -214,19 +214,59 @@ def print_runs(statuses) -> None:
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(status.started)) if status.started else "-"
         state = status.state if status.pid is None else f"{status.state} (pid {status.pid})"
         loss = f"{status.loss:.4f}" if isinstance(status.loss, (int, float)) else "-"
-        rows.append((state, progress_text(status), started, loss, display_path(status.folder)))
+        rows.append([state, progress_text(status), started, loss, display_path(status.folder)])
+    print_table([list(header), *rows])
+
+
+def cmd_compare(args) -> int:
+    import shutil
+
+    from tui_lora.runs import compare
+
+    runs = compare.compare(args.folders)
+    if args.json:
+        import json
+
+        print(json.dumps(compare.as_json(runs), ensure_ascii=False))
+        return 0
+    from rich.console import Console
+
+    console = Console(highlight=False, soft_wrap=not sys.stdout.isatty())  # plain text in a pipe: no colour codes
+    width = min(shutil.get_terminal_size((100, 24)).columns, 120)
+    console.print(compare.plot_text(runs, width=width))
+    print_table(compare.table_rows(runs))
+    differing = compare.differing_settings(runs)
+    print("\nsettings that differ:" if differing else "\nthe settings are the same (but for the run folders)")
+    print_table([["setting", *(f"{compare.MARKS[number]}" for number in range(len(runs)))],
+                 *([key, *(_setting_text(value) for value in values)] for key, values in differing.items())]
+                if differing else [])
+    if args.png is not None:
+        path = Path(args.png or f"compare-{'-'.join(run.folder.name for run in runs)}.png")
+        print(f"\nplot written to {compare.write_png(runs, path)}")
+    return 0
+
+
+def _setting_text(value) -> str:
+    return "(unset)" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def print_table(rows: list[list[str]]) -> None:
+    """[header, rows…] aligned in columns: rich on a terminal, plain text anywhere else."""
+    if not rows:
+        return
+    header, body = rows[0], rows[1:]
     if sys.stdout.isatty():
         from rich.console import Console
         from rich.table import Table
 
         table = Table(*header, box=None, header_style="bold")
-        for row in rows:
+        for row in body:
             table.add_row(*row)
         Console().print(table)
         return
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
-    for row in [header, *rows]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
 def cmd_wizard(args) -> int:
@@ -484,6 +524,17 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("folders", nargs="*", metavar="FOLDER", help="run folders (default: the 20 most recent runs)")
     runs.add_argument("--json", action="store_true", help="one JSON object per run, for scripts")
     runs.set_defaults(func=cmd_runs)
+    compare = verbs.add_parser(
+        "compare", help="several runs side by side: loss curves on one plot, final and best metrics, the settings "
+                        "that differ",
+        description="Compare run folders: their training and evaluation losses on one plot (a letter a run: lower "
+                    "case for training, upper case for evaluations), a table of final and best losses, steps, wall "
+                    "time, tokens per second and peak GPU memory, and the run-file settings that differ.")
+    compare.add_argument("folders", nargs="+", metavar="RUN_FOLDER", help="two run folders or more")
+    compare.add_argument("--json", action="store_true", help="everything as one JSON object, for scripts")
+    compare.add_argument("--png", nargs="?", const="", metavar="FILE",
+                         help="also draw the curves into a PNG (needs matplotlib; default compare-NAMES.png here)")
+    compare.set_defaults(func=cmd_compare)
     add_after_verbs(verbs)
     return parser
 
