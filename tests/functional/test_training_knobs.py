@@ -17,8 +17,8 @@ from tui_lora.config import config_from_dict
 from tui_lora.config.schema import SCHEDULER_KWARGS, SCHEDULERS
 from tui_lora.data.mix import example_lengths
 from tui_lora.data.prepare import prepare_datasets
-from tui_lora.engine.model import (apply_lora, check_hardware, initialize_eva, load_model, lora_config, save_adapter,
-                                   save_initial_adapter)
+from tui_lora.engine.model import (apply_lora, check_hardware, convert_for_original_base, initialize_eva, load_model,
+                                   lora_config, save_initial_adapter)
 from tui_lora.engine.train import data_collator, training_arguments
 from tui_lora.engine.trainer import RunTrainer
 from tui_lora.errors import UserError
@@ -128,7 +128,7 @@ def test_pissa_and_olora_train_on_a_changed_base_and_save_an_adapter_for_the_ori
     model.eval()
     with torch.no_grad():
         trained = model(ids).logits
-    save_adapter(model, config, tmp_path / "adapter", initial)
+    convert_for_original_base(model, config, tmp_path / "adapter", initial)
     loaded = PeftModel.from_pretrained(original, str(tmp_path / "adapter")).eval()
     assert loaded.peft_config["default"].r == 2 * config.lora.r  # peft's conversion: rank 2·r, plain LoRA
     with torch.no_grad():

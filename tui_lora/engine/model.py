@@ -194,7 +194,7 @@ def lora_config(config: RunConfig):
 
 def changes_base_weights(config: RunConfig) -> bool:
     """PiSSA and OLoRA start by moving the adapter's part out of the base weights: the adapter they train applies to
-    that changed base, so the saved one is converted to apply to the original (save_adapter)."""
+    that changed base, so the saved one is converted to apply to the original (convert_for_original_base)."""
     return config.lora.init_lora_weights.startswith(("pissa", "olora"))
 
 
@@ -237,15 +237,16 @@ def initialize_eva(model, examples, collator, config: RunConfig) -> None:
     initialize_lora_eva_weights(model, loader, show_progress_bar=False)
 
 
-def save_adapter(model, config: RunConfig, where: Path, initial: Path) -> None:
-    """Save the trained adapter where chat, eval and merge load it. With PiSSA or OLoRA, peft converts it (from the
-    adapter as it started, saved at `initial`) into a plain LoRA adapter of rank 2·r for the original base."""
+def convert_for_original_base(model, config: RunConfig, where: Path, initial: Path) -> None:
+    """With PiSSA or OLoRA, the adapter saved in `where` replaced by peft's conversion of it (against the adapter
+    as it started, saved at `initial`): a plain LoRA adapter of rank 2·r for the original base, which chat, eval
+    and merge load. Other initialisations leave it as saved."""
     if changes_base_weights(config):
         model.save_pretrained(str(where), path_initial_model_for_weight_conversion=str(initial))
 
 
 def save_initial_adapter(model, config: RunConfig, initial: Path) -> None:
-    """The adapter before step 1, for save_adapter's conversion; saved as a default-initialised one, as peft asks,
+    """The adapter before step 1, for convert_for_original_base; saved as a default-initialised one, as peft asks,
     so that loading it back does not run the initialisation again on the changed base."""
     if not changes_base_weights(config):
         return

@@ -217,8 +217,7 @@ def run_training(config: RunConfig, folder: RunFolder, events: EventLog, stop,
     # writes: the adapter, the tokenizer with its chat template, and the training arguments.
     trainer.save_model(str(folder.adapter))
     if setup.should_save:
-        models.save_adapter(model, config, folder.adapter, folder.initial_adapter)
-    if setup.should_save:
+        models.convert_for_original_base(model, config, folder.adapter, folder.initial_adapter)
         from tui_lora.file_modes import share_weights_like_other_files
 
         share_weights_like_other_files(folder.adapter)
