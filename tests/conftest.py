@@ -44,24 +44,26 @@ def tiny_run_file(output_dir: Path, **sections) -> dict:
     return raw
 
 
-@pytest.fixture
-def train_in_process():
-    """Run a run file through the real engine in this process; returns (folder, result, events)."""
+def train_run(raw: dict, resume: str | None = None):
+    """Run a run file through the real engine in this process; returns (folder, result, events). Module fixtures
+    that train call it directly; tests use the train_in_process fixture."""
     from tui_lora.config import config_from_dict
     from tui_lora.engine.session import execute
     from tui_lora.runs.folder import open_run_folder, resolve_paths
 
-    def run(raw: dict, resume: str | None = None):
-        config = resolve_paths(config_from_dict(raw))
-        folder, checkpoint = open_run_folder(config, resume)
-        seen: list[dict] = []
-        try:
-            result = execute(config, folder, checkpoint, listeners=[seen.append])
-        finally:
-            folder.release()
-        return folder, result, seen
+    config = resolve_paths(config_from_dict(raw))
+    folder, checkpoint = open_run_folder(config, resume)
+    seen: list[dict] = []
+    try:
+        result = execute(config, folder, checkpoint, listeners=[seen.append])
+    finally:
+        folder.release()
+    return folder, result, seen
 
-    return run
+
+@pytest.fixture
+def train_in_process():
+    return train_run
 
 
 def run_cli(*args: str, cwd: Path = REPO, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:

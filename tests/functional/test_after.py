@@ -18,7 +18,7 @@ import time
 
 import pytest
 import torch
-from conftest import REPO, run_cli, tiny_run_file
+from conftest import REPO, run_cli, tiny_run_file, train_run
 
 from tui_lora.runs.events import read_events
 
@@ -48,17 +48,7 @@ def write_conversations(path, count: int = 64):
 
 
 def train(raw: dict):
-    from tui_lora.config import config_from_dict
-    from tui_lora.engine.session import execute
-    from tui_lora.runs.folder import open_run_folder, resolve_paths
-
-    config = resolve_paths(config_from_dict(raw))
-    folder, _ = open_run_folder(config, None)
-    try:
-        execute(config, folder, None)
-    finally:
-        folder.release()
-    return folder.path
+    return train_run(raw)[0].path
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_cli, tiny_run_file
+from conftest import run_cli, tiny_run_file, train_run
 
 from tui_lora.runs.events import read_events
 
@@ -15,23 +15,10 @@ SETTINGS = [({"r": 4, "lora_alpha": 8}, 2e-3), ({"r": 8, "lora_alpha": 16}, 2e-3
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Three short runs trained for real, one after the other (in this process, as the engine runs them)."""
-    from tui_lora.config import config_from_dict
-    from tui_lora.engine.session import execute
-    from tui_lora.runs.folder import open_run_folder, resolve_paths
-
-    folders = []
     base = tmp_path_factory.mktemp("compare")
-    for number, (lora, rate) in enumerate(SETTINGS):
-        raw = tiny_run_file(base / f"run-{number}", lora=lora, training={"learning_rate": rate, "max_steps": 4,
-                                                                         "save_strategy": "no"})
-        config = resolve_paths(config_from_dict(raw))
-        folder, checkpoint = open_run_folder(config, None)
-        try:
-            execute(config, folder, checkpoint)
-        finally:
-            folder.release()
-        folders.append(folder.path)
-    return folders
+    return [train_run(tiny_run_file(base / f"run-{number}", lora=lora,
+                                    training={"learning_rate": rate, "max_steps": 4, "save_strategy": "no"}))[0].path
+            for number, (lora, rate) in enumerate(SETTINGS)]
 
 
 def events_of(folder, kind):

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import tiny_run_file, write_run_file
+from conftest import tiny_run_file, train_run, write_run_file
 
 from tui_lora.runs.detach import start_detached, wait_gone
 from tui_lora.runs.folder import RunFolder
@@ -43,19 +43,9 @@ def log_text(screen: RunScreen) -> str:
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, request):
     """A real short run, finished, whose events.jsonl the screen replays."""
-    from tui_lora.config import config_from_dict
-    from tui_lora.engine.session import execute
-    from tui_lora.runs.folder import open_run_folder, resolve_paths
-
     folder = tmp_path_factory.mktemp("finished") / "run"
     # save_total_limit 1: checkpoint-3 is deleted when checkpoint-6 is saved, as a long run deletes its old ones
-    raw = tiny_run_file(folder, training={"max_steps": 6, "eval_steps": 3, "save_steps": 3, "save_total_limit": 1})
-    config = resolve_paths(config_from_dict(raw))
-    run_folder, _ = open_run_folder(config, None)
-    try:
-        execute(config, run_folder, None)
-    finally:
-        run_folder.release()
+    train_run(tiny_run_file(folder, training={"max_steps": 6, "eval_steps": 3, "save_steps": 3, "save_total_limit": 1}))
     return folder
 
 
