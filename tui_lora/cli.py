@@ -236,10 +236,12 @@ def cmd_compare(args) -> int:
     console.print(compare.plot_text(runs, width=width))
     print_table(compare.table_rows(runs))
     differing = compare.differing_settings(runs)
-    print("\nsettings that differ:" if differing else "\nthe settings are the same (but for the run folders)")
-    print_table([["setting", *(f"{compare.MARKS[number]}" for number in range(len(runs)))],
-                 *([key, *(_setting_text(value) for value in values)] for key, values in differing.items())]
-                if differing else [])
+    if differing:
+        print("\nsettings that differ:")
+        print_table([["setting", *compare.MARKS[:len(runs)]],
+                     *([key, *(_setting_text(value) for value in values)] for key, values in differing.items())])
+    else:
+        print("\nthe settings are the same (but for the run folders)")
     if args.png is not None:
         path = Path(args.png or f"compare-{'-'.join(run.folder.name for run in runs)}.png")
         print(f"\nplot written to {compare.write_png(runs, path)}")
@@ -252,8 +254,6 @@ def _setting_text(value) -> str:
 
 def print_table(rows: list[list[str]]) -> None:
     """[header, rows…] aligned in columns: rich on a terminal, plain text anywhere else."""
-    if not rows:
-        return
     header, body = rows[0], rows[1:]
     if sys.stdout.isatty():
         from rich.console import Console

@@ -16,7 +16,7 @@ from typing import Any
 from rich.text import Text
 
 from tui_lora.errors import UserError
-from tui_lora.runs.events import read_events
+from tui_lora.runs.events import add_curve_point, read_events
 from tui_lora.runs.folder import RunFolder
 from tui_lora.runs.status import is_run_folder, read_status
 
@@ -55,11 +55,8 @@ class RunCurves:
 
 
 def _add(points: list, step, value) -> None:
-    if not isinstance(step, (int, float)) or not isinstance(value, (int, float)):
-        return
-    while points and points[-1][0] >= step:  # a resumed run repeats the steps after its checkpoint
-        points.pop()
-    points.append((float(step), float(value)))
+    if isinstance(step, (int, float)) and isinstance(value, (int, float)):
+        add_curve_point(points, (float(step), float(value)))
 
 
 def read_run(where: str) -> RunCurves:
@@ -160,7 +157,10 @@ def plot_text(runs: list[RunCurves], width: int = 80, height: int = 16) -> Text:
         value = high - row / (rows - 1) * span
         text.append(f"{value:>8.4g} " if row in (0, rows // 2, rows - 1) else " " * axis, style="dim")
         for cell in cells:
-            text.append(cell[0], style=cell[1]) if cell else text.append(" ")
+            if cell is None:
+                text.append(" ")
+            else:
+                text.append(cell[0], style=cell[1])
         text.append("\n")
     left, right = f"{low_step:g}", f"step {high_step:g}"
     text.append(" " * axis + left + right.rjust(columns - len(left)) + "\n", style="dim")

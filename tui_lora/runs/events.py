@@ -101,6 +101,14 @@ def _ends_with_newline(path: Path) -> bool:
         return handle.read(1) == b"\n"
 
 
+def add_curve_point(points: list[tuple[float, float]], point: tuple[float, float]) -> None:
+    """The next (step, value) of a loss curve. A resumed run repeats the steps after its checkpoint: the newer
+    values replace the older ones, so the curve joins its first part (the run screen, compare)."""
+    while points and points[-1][0] >= point[0]:
+        points.pop()
+    points.append(point)
+
+
 def read_events(path: Path) -> Iterator[Event]:
     """Events from a log; a torn last line (the writer was killed mid-write) is skipped."""
     if not path.exists():

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tui_lora.runs.display import describe_parameters
-from tui_lora.runs.events import FINAL_STATES, STOPPED_STATES, Event
+from tui_lora.runs.events import FINAL_STATES, STOPPED_STATES, Event, add_curve_point
 
 PLOT_POINTS = 2000  # older points are thinned out: a plot is a few hundred cells wide anyway
 
@@ -164,9 +164,6 @@ class RunProgress:
 
     @staticmethod
     def _add(points: list, point: tuple[float, float]) -> None:
-        # A resumed run repeats the steps after its checkpoint: the newer value replaces the older.
-        while points and points[-1][0] >= point[0]:
-            points.pop()
-        points.append(point)
+        add_curve_point(points, point)
         if len(points) > PLOT_POINTS:
             del points[1:PLOT_POINTS // 2:2]  # thin the older half, keep the newest exact
