@@ -445,14 +445,11 @@ def _first_record(config: RunConfig, where: str, source) -> dict:
     from tui_lora.data.mapping import ColumnMapping
     from tui_lora.data.prepare import choose_format, source_system_prompt
     from tui_lora.data.sources import UNREADABLE, load_records
-    from tui_lora.hub import fetch, is_hub_id
 
     answer: dict[str, Any] = {"where": where, "path": source.path, "columns": [], "record": "", "format": "",
                               "messages": [], "error": ""}
     try:
-        _check_ref(f"{where}.path", source.path, config.hub)
-        if is_hub_id(source.path):
-            source = replace(source, path=str(fetch(source.path, "dataset", "main", config.hub, key=f"{where}.path")))
+        source = replace(source, path=_local_data_path(f"{where}.path", source.path, config.hub))
         records = load_records(source, streaming=True, where=where)  # a stream: the first record, not the file
         first = next(iter(records), None)
         if first is None:
@@ -506,10 +503,10 @@ def _more_than(config: RunConfig, number: int, cap: int) -> bool:
 
 def _tokenizer_and_data_sources(config: RunConfig) -> RunConfig:
     """Hub ids replaced by local folders: the tokenizer's files only (not the model's weights), and the data."""
-    from tui_lora.hub import fetch, is_hub_id
+    from tui_lora.hub import is_hub_id
 
     model, tokenizer, data, hub = config.model, config.tokenizer, config.data, config.hub
-    for key, ref in data.keyed_paths():
+    for key, ref in data.keyed_paths():  # every source's path before anything is fetched
         _check_ref(key, ref, hub)
     if tokenizer.name_or_path:
         _check_ref("tokenizer.name_or_path", tokenizer.name_or_path, hub)
@@ -522,9 +519,16 @@ def _tokenizer_and_data_sources(config: RunConfig) -> RunConfig:
             # load_tokenizer reads the model's folder when no tokenizer is named; give it the tokenizer's files
             folder = _fetch_tokenizer("model.name_or_path", model.name_or_path, model.revision, hub)
             model = replace(model, name_or_path=str(folder))
-    data = data.with_each("path", [str(fetch(ref, "dataset", "main", hub, key=key)) if is_hub_id(ref) else ref
-                            for key, ref in data.keyed_paths()])
+    data = data.with_each("path", [_local_data_path(key, ref, hub) for key, ref in data.keyed_paths()])
     return replace(config, model=model, tokenizer=tokenizer, data=data)
+
+
+def _local_data_path(key: str, ref: str, hub: HubSettings) -> str:
+    """A data source's path as the loaders take it: checked, and a hub id fetched into the cache."""
+    from tui_lora.hub import fetch, is_hub_id
+
+    _check_ref(key, ref, hub)
+    return str(fetch(ref, "dataset", "main", hub, key=key)) if is_hub_id(ref) else ref
 
 
 def _fetch_tokenizer(key: str, ref: str, revision: str, hub: HubSettings) -> Path:
