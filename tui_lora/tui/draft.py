@@ -30,6 +30,11 @@ def source_key(key: str) -> tuple[int, str] | None:
     return (int(found[1]), found[2]) if found else None
 
 
+def source_field_key(number: int, name: str) -> str:
+    """source_key's inverse: (2, "path") -> "data.sources[2].path"."""
+    return f"data.sources[{number}].{name}"
+
+
 def field_spec(key: str):
     """The schema field behind "section.key" or "data.sources[N].key" (description is the one top-level key)."""
     if key == "description":

@@ -15,9 +15,9 @@ from textual.widgets import Button, OptionList, Static
 from textual.widgets.option_list import Option
 
 from tui_lora.config.schema import MAPPING_KEYS, PER_SOURCE_KEYS, DataSettings, DataSource
-from tui_lora.tui.draft import source_key
+from tui_lora.tui.draft import source_field_key, source_key
 from tui_lora.tui.messages import ProbeAnswered
-from tui_lora.tui.screens.data_source import DataSourceDialog, source_field_key
+from tui_lora.tui.screens.data_source import DataSourceDialog
 from tui_lora.tui.screens.step import StepScreen
 from tui_lora.tui.widgets.setting_field import SettingField
 
@@ -166,7 +166,7 @@ class DataScreen(StepScreen):
             listing.highlighted = min(highlighted or 0, listing.option_count - 1)
 
     def _problems(self, number: int) -> int:
-        prefix = f"data.sources[{number}]."
+        prefix = source_field_key(number, "")
         return sum(1 for issue in self.draft.check.issues if issue.key.startswith(prefix))
 
     def edited_keys(self) -> list[str]:

@@ -17,6 +17,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
 from tui_lora.config.schema import MAPPING_KEYS
+from tui_lora.tui.draft import source_field_key
 from tui_lora.tui.messages import ProbeAnswered
 from tui_lora.tui.widgets.setting_field import SettingField
 
@@ -25,10 +26,6 @@ DONE_HINT = "Back to the data step (Esc); what was typed is kept."
 RECORD_HINT = "Show the first record: the file's first record, and the conversation this mapping makes of it."
 PLACEHOLDERS = {"path": "a .jsonl file, a folder, a hub data set id or builtin:belle-sample",
                 "system_prompt": "empty: data.system_prompt"}
-
-
-def source_field_key(number: int, name: str) -> str:
-    return f"data.sources[{number}].{name}"
 
 
 def describe_record(answer: dict) -> Text:
