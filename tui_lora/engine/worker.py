@@ -59,6 +59,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
     end_with_parent()
+    try:
+        return _run(args, rank)
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Close the processes' group before the interpreter exits. Left to the exit, its communication threads can
+    abort a process (SIGABRT, "terminate called without an active exception") after the run has finished, and the
+    launch then ends with a failure although every step and the adapter were saved."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _run(args: argparse.Namespace, rank: int) -> int:
     from tui_lora.config import load_run_file
     from tui_lora.engine.session import Interrupted, execute, execute_replica
     from tui_lora.runs.folder import RunFolder, open_run_folder, resolve_paths
