@@ -114,10 +114,18 @@ def cmd_hub_check(args) -> int:
 
 
 def cmd_run(args) -> int:
+    if args.gpus is not None and not args.queue:
+        raise UserError("--gpus goes with --queue; a run started now takes its GPUs from CUDA_VISIBLE_DEVICES")
+    if args.queue:
+        if args.print_command:
+            raise UserError("--queue and --print-command do not go together: one queues the run, the other "
+                            "prints the command for another scheduler")
+        return run_queued(args)
     if args.resume is None:
         from tui_lora.runs.folder import new_run_folder
+        from tui_lora.runs.queue import promised_folders
 
-        fresh = new_run_folder(run_file_of(args.preset), args.set or [])
+        fresh = new_run_folder(run_file_of(args.preset), args.set or [], busy=frozenset(promised_folders()))
         if fresh:
             args.set = [*(args.set or []), f"training.output_dir={fresh}"]
             print(f"run folder: {fresh} (the run file names no training.output_dir)", file=sys.stderr)
@@ -174,6 +182,94 @@ def run_detached(args) -> int:
     print(f"watch: tui-lora attach {run.folder}    list: tui-lora runs    "
           f"stop: kill {run.pid} (saves a checkpoint first)")
     return 0
+
+
+def run_queued(args) -> int:
+    from tui_lora.runs import queue
+
+    entry, now = queue.enqueue(args.preset, args.set or [], args.resume, args.gpus)
+    entry = now.find(entry.id)
+    if entry.state == queue.RUNNING:
+        print(f"queued as {entry.id} and started: run folder {display_path(entry.folder)} (pid {entry.pid})")
+    elif entry.state == queue.WAITING:
+        waiting = now.waiting()
+        why = f"; the queue is paused ({now.paused_why or 'tui-lora queue resume goes on'})" if now.paused else ""
+        print(f"queued as {entry.id}, position {waiting.index(entry) + 1} of {len(waiting)}: run folder "
+              f"{display_path(entry.folder)}{why}")
+    else:  # it could not even start
+        raise RunFailed(f"queued as {entry.id} but it did not start: {entry.message}")
+    print(f"list: tui-lora queue    watch: tui-lora attach {display_path(entry.folder)}    "
+          f"cancel: tui-lora queue cancel {entry.id}")
+    return 0
+
+
+def cmd_queue(args) -> int:
+    from tui_lora.runs import queue
+
+    action = args.action or "list"
+    if action in ("cancel", "move", "limit") and not args.numbers:
+        raise UserError(f"queue {action}: " + {"cancel": "name the entries to cancel, e.g. tui-lora queue cancel 3",
+                                               "move": "give the entry and its new place, e.g. tui-lora queue move 3 1",
+                                               "limit": "give how many runs may run at once, e.g. "
+                                                        "tui-lora queue limit 2"}[action])
+    numbers = []
+    for text in args.numbers:
+        if not text.isdigit() or int(text) < 1:
+            raise UserError(f"queue {action}: {text!r} is not a number; entries and positions are 1, 2, 3 … "
+                            "(tui-lora queue lists them)")
+        numbers.append(int(text))
+    if action in ("list", "pause", "resume", "clear") and numbers:
+        raise UserError(f"queue {action} takes no numbers")
+    if action == "move" and len(numbers) != 2 or action == "limit" and len(numbers) != 1:
+        raise UserError("queue move takes an entry and a position: tui-lora queue move 3 1" if action == "move"
+                        else "queue limit takes one number: how many runs may run at once")
+    if action == "cancel":
+        for line in queue.cancel(numbers):
+            print(line)
+        return 0
+    if action == "move":
+        print(queue.move(*numbers))
+        return 0
+    if action == "list":
+        now = queue.current()
+    else:
+        now = queue.change(paused={"pause": True, "resume": False}.get(action),
+                           limit=numbers[0] if action == "limit" else None, clear=action == "clear")
+    if args.json:
+        import json
+        from dataclasses import asdict
+
+        print(json.dumps({"paused": now.paused, "paused_why": now.paused_why, "limit": now.limit,
+                          "entries": [asdict(entry) for entry in now.entries]}, ensure_ascii=False))
+        return 0
+    print_queue(now)
+    return 0
+
+
+def print_queue(now) -> None:
+    from tui_lora.runs.status import progress_text, read_status
+
+    running, waiting = now.running(), now.waiting()
+    state = (f"paused: {now.paused_why}" if now.paused_why else "paused: tui-lora queue resume goes on") \
+        if now.paused else "on"
+    print(f"queue {state} · {len(running)} running, {len(waiting)} waiting · at most {now.limit} at once")
+    if not now.entries:
+        print("nothing queued; add a run with: tui-lora run PRESET --queue")
+        return
+    rows = [["#", "state", "how far", "gpus", "queued by", "since", "run file", "run folder"]]
+    for entry in [*running, *waiting, *(entry for entry in now.entries if not entry.active)]:
+        if entry.state == "waiting":
+            where, since = f"position {waiting.index(entry) + 1}", entry.queued_at
+        elif entry.state == "running":
+            where, since = progress_text(read_status(entry.folder)), entry.started_at
+            where += " (stopping)" if entry.stopping else ""
+        else:
+            where, since = entry.message or "-", entry.ended_at
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(since)) if since else "-"
+        state = f"{entry.state} (pid {entry.pid})" if entry.state == "running" else entry.state
+        rows.append([str(entry.id), state, where, entry.gpus_text(), entry.user, when,
+                     display_path(entry.run_file), display_path(entry.folder)])
+    print_table(rows)
 
 
 def cmd_runs(args) -> int:
@@ -487,6 +583,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--detach", action="store_true",
                      help="run in the background, apart from this terminal (it survives logout and a lost SSH "
                           "session); output goes to console.log in the run folder")
+    run.add_argument("--queue", action="store_true",
+                     help="check the run, then queue it: it starts, detached, when the runs ahead of it have "
+                          "ended (tui-lora queue lists the queue)")
+    run.add_argument("--gpus", metavar="LIST",
+                     help="with --queue: the GPUs the run uses, e.g. 0,1 (its CUDA_VISIBLE_DEVICES; default: the "
+                          "one set now, else every GPU); runs on different GPUs may run at once")
     run.add_argument("--print-command", action="store_true",
                      help="print the command that runs the training (accelerate launch for several processes) "
                           "and exit, for Slurm or another scheduler")
@@ -524,6 +626,17 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("folders", nargs="*", metavar="FOLDER", help="run folders (default: the 20 most recent runs)")
     runs.add_argument("--json", action="store_true", help="one JSON object per run, for scripts")
     runs.set_defaults(func=cmd_runs)
+    queue = verbs.add_parser(
+        "queue", help="the run queue: list it, cancel or move an entry, pause or resume it, how many run at once",
+        description="The runs queued with tui-lora run PRESET --queue. They start one after another, or several "
+                    "at once on different GPUs (queue limit N), each as a detached run.")
+    queue.add_argument("action", nargs="?", choices=("list", "cancel", "move", "pause", "resume", "limit", "clear"),
+                       help="list (the default); cancel N…; move N POSITION; pause; resume; limit N (runs at "
+                            "once); clear (forget the ended entries)")
+    queue.add_argument("numbers", nargs="*", metavar="N", help="entry numbers (and a position for move)")
+    queue.add_argument("--json", action="store_true", help="the queue as one JSON object, for scripts")
+    queue.set_defaults(func=cmd_queue)
+
     compare = verbs.add_parser(
         "compare", help="several runs side by side: loss curves on one plot, final and best metrics, the settings "
                         "that differ",
@@ -571,6 +684,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {mistyped}", file=sys.stderr)
         return EXIT_USAGE
     args = parser.parse_args(argv)
+    from tui_lora.runs import queue
+
+    queued_run = bool(os.environ.get(queue.ENTRY_ENV)) and getattr(args, "func", None) is cmd_run
+    if not queued_run and args.verb != "queue":
+        queue.check()  # no daemon: each command starts the queued runs that are due (tui_lora/runs/queue.py)
+    exit_status = dispatch(parser, args)
+    if queued_run:
+        queue.run_ended(exit_status)  # this run was the queue's: the next one starts now
+    return exit_status
+
+
+def dispatch(parser: argparse.ArgumentParser, args) -> int:
+    """The verb's exit status, every error turned into its one line."""
     if not getattr(args, "func", None):
         if sys.stdin.isatty() and sys.stdout.isatty():
             args.func = cmd_wizard  # `tui-lora` alone, in a terminal: the wizard

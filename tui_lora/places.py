@@ -49,7 +49,7 @@ def _read_recent() -> list[str]:
     return list(dict.fromkeys(entry for entry in entries if isinstance(entry, str) and os.path.isabs(entry)))
 
 
-def _replace_file(path: Path, text: str) -> None:
+def replace_file(path: Path, text: str) -> None:
     """Write through a temporary file and a rename, so a reader never sees half a list."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, staged = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -72,7 +72,7 @@ def record_run(folder: str | Path) -> None:
     entry = str(Path(folder).expanduser().absolute())
     entries = [entry] + [known for known in _read_recent() if known != entry]
     try:
-        _replace_file(recent_runs_file(), json.dumps(entries[:RECENT_KEPT], indent=1) + "\n")
+        replace_file(recent_runs_file(), json.dumps(entries[:RECENT_KEPT], indent=1) + "\n")
     except OSError:
         pass
 

@@ -39,37 +39,16 @@ def start_detached(preset: str | Path, overrides: list[str] = (), resume: str | 
     input, RunFailed otherwise). If it neither takes the folder nor exits within `wait` seconds,
     this returns anyway: it is still starting.
     """
-    from tui_lora.presets import resolve_preset
-    from tui_lora.config import load_run_file
-    from tui_lora.runs.folder import open_run_folder, resolve_paths
-
-    path = resolve_preset(str(preset)).expanduser().absolute()
-    overrides = list(overrides)
-    config = resolve_paths(load_run_file(path, overrides))
-    folder, checkpoint = open_run_folder(config, resume)
-    folder.release()  # checked: now the run's own process takes it
-
-    command = [sys.executable, "-m", "tui_lora.cli", "run", str(path), "--plain"]
-    for override in overrides:
-        command += ["--set", override]
-    if checkpoint is not None:
-        command += ["--resume", str(checkpoint)]  # the very checkpoint checked above
-    with open(folder.console_log, "ab") as console:
-        console.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n".encode())
-        console.flush()
-        child = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, close_fds=True,
-            cwd=os.getcwd(), start_new_session=True,  # no SIGHUP with the terminal, no Ctrl+C from it
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-
+    path, folder, checkpoint = check_run(preset, overrides, resume)
+    command = run_command(path, overrides, checkpoint)
+    child = spawn(command, folder)
     deadline = time.monotonic() + wait
     while child.poll() is None and folder.lock_holder() != child.pid and time.monotonic() < deadline:
         time.sleep(0.05)
     if child.returncode is not None and folder.lock_holder() != child.pid:
         if child.returncode == 0:  # done already (a very short run)
             return DetachedRun(folder.path, child.pid)
-        last = _last_line(folder.console_log) or f"exit status {child.returncode}"
+        last = last_line(folder.console_log) or f"exit status {child.returncode}"
         if child.returncode == 2:
             raise UserError(last.removeprefix("error: "))
         raise RunFailed(f"{last.removeprefix('run failed: ')} (output in {folder.console_log})")
@@ -79,7 +58,47 @@ def start_detached(preset: str | Path, overrides: list[str] = (), resume: str | 
     return DetachedRun(folder.path, child.pid)
 
 
-def _last_line(path: Path) -> str:
+def check_run(preset: str | Path, overrides: list[str] = (), resume: str | None = None):
+    """What `tui-lora run` checks before it trains, without keeping the folder: the run file's absolute path,
+    the run folder and the checkpoint a resume continues (None for a new run). Raises UserError."""
+    from tui_lora.presets import resolve_preset
+    from tui_lora.config import load_run_file
+    from tui_lora.runs.folder import open_run_folder, resolve_paths
+
+    path = resolve_preset(str(preset)).expanduser().absolute()
+    config = resolve_paths(load_run_file(path, list(overrides)))
+    folder, checkpoint = open_run_folder(config, resume)
+    folder.release()  # checked: the run's own process takes it
+    return path, folder, checkpoint
+
+
+def run_command(run_file: Path, overrides: list[str] = (), resume: str | Path | None = None,
+                python: str | None = None) -> list[str]:
+    """`tui-lora run RUN_FILE --plain` as the detached process runs it (resume: "latest" or a checkpoint)."""
+    command = [python or sys.executable, "-m", "tui_lora.cli", "run", str(run_file), "--plain"]
+    for override in overrides:
+        command += ["--set", override]
+    if resume is not None:
+        command += ["--resume", str(resume)]
+    return command
+
+
+def spawn(command: list[str], folder: RunFolder, env: dict[str, str] | None = None,
+          cwd: str | None = None, note: str = "") -> subprocess.Popen:
+    """Start command in a session of its own, its output appended to the folder's console.log."""
+    folder.path.mkdir(parents=True, exist_ok=True)
+    with open(folder.console_log, "ab") as console:
+        stamp = time.strftime('%Y-%m-%d %H:%M:%S')
+        console.write(f"\n--- {stamp} {' '.join(command)}{f' ({note})' if note else ''}\n".encode())
+        console.flush()
+        return subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, close_fds=True,
+            cwd=cwd or os.getcwd(), start_new_session=True,  # no SIGHUP with the terminal, no Ctrl+C from it
+            env={**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"},
+        )
+
+
+def last_line(path: Path) -> str:
     try:
         with open(path, "rb") as handle:
             handle.seek(max(0, handle.seek(0, os.SEEK_END) - 8192))

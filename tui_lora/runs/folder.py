@@ -211,7 +211,16 @@ def _check_resume(folder: RunFolder, config, checkpoint: Path) -> None:
 
 
 def open_run_folder(config, resume: str | None) -> tuple[RunFolder, Path | None]:
-    """The run folder for config, checked and locked, plus the checkpoint to resume from (or None).
+    """The run folder for config, checked and locked, plus the checkpoint to resume from (or None)."""
+    folder, checkpoint = check_run_folder(config, resume)
+    folder.acquire()
+    # Listed from the moment the folder is ours; the list shows it once the run has written its run.toml.
+    places.record_run(folder.path)
+    return folder, checkpoint
+
+
+def check_run_folder(config, resume: str | None) -> tuple[RunFolder, Path | None]:
+    """The run folder for config and the checkpoint to resume from (or None), checked but not taken.
 
     resume is None (a new run), "latest", or a checkpoint path. A folder that holds trained
     work is only reused when resuming: nothing a user trained is overwritten.
@@ -236,22 +245,21 @@ def open_run_folder(config, resume: str | None) -> tuple[RunFolder, Path | None]
             raise UserError(f"--resume {resume}: not a checkpoint folder (no trainer_state.json)")
     if checkpoint is not None:
         _check_resume(folder, config, checkpoint)
-    folder.acquire()
-    # Listed from the moment the folder is ours; the list shows it once the run has written its run.toml.
-    places.record_run(folder.path)
     return folder, checkpoint
 
 
 # ---------------------------------------------------------------- naming a new run folder
 
 
-def fresh_run_folder(model_ref: str, taken: str | None = None, today=None, parent: str = "runs") -> str:
+def fresh_run_folder(model_ref: str, taken: str | None = None, today=None, parent: str = "runs",
+                     busy: frozenset[str] = frozenset()) -> str:
     """A run folder that does not exist yet, so a new run never lands in another run's folder.
 
     With `taken` (a folder the user chose that already holds a run) it is that name with the first
     free counter (runs/demo -> runs/demo-2); otherwise the model's name, the date and a counter
     (runs/tiny-chat-2026-12-02-1), readable in `tui-lora runs` and sorted by date in a listing.
     Relative names stay relative, like the schema's default: they are read from the working folder.
+    busy holds absolute folders that do not exist yet but are promised (runs waiting in the queue).
     """
     import datetime
 
@@ -265,12 +273,13 @@ def fresh_run_folder(model_ref: str, taken: str | None = None, today=None, paren
         day = (today or datetime.date.today()).isoformat()
         stem, first = f"{parent}/{name}-{day}", 1
     counter = first
-    while Path(f"{stem}-{counter}").expanduser().exists():
+    while Path(f"{stem}-{counter}").expanduser().exists() or \
+            str(Path(f"{stem}-{counter}").expanduser().absolute()) in busy:
         counter += 1
     return f"{stem}-{counter}"
 
 
-def new_run_folder(run_file: Path, overrides: list[str]) -> str | None:
+def new_run_folder(run_file: Path, overrides: list[str], busy: frozenset[str] = frozenset()) -> str | None:
     """A fresh folder for a run whose run file and --set name no training.output_dir, else None.
 
     The schema's default folder (runs/run) would make every second run without an output_dir collide with
@@ -290,4 +299,4 @@ def new_run_folder(run_file: Path, overrides: list[str]) -> str | None:
         return None
     model = raw.get("model", {}).get("name_or_path", "") if isinstance(raw.get("model"), dict) else ""
     model = next((value for section, key, value in named if (section, key) == ("model", "name_or_path")), model)
-    return fresh_run_folder(str(model))
+    return fresh_run_folder(str(model), busy=busy)

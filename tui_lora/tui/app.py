@@ -95,7 +95,7 @@ class WizardApp(App):
         self.preset_path: Path | None = None
         self.own_file = False
         self.start_failure = ""  # why the last Start did not get a run going: shown on the review
-        self._start_after_check = False
+        self._start_after_check: bool | None = None  # once the machine check answers: start (False) or queue (True)
         self.dirty = False
         self.focused_key = ""
         self.probes: dict[str, tuple[tuple, dict]] = {}  # kind -> (what was asked, the answer)
@@ -221,9 +221,9 @@ class WizardApp(App):
         self.probes[message.kind] = (message.key, message.answer)
         # The screen on top shows what it needs of the answer (a ProbeAnswered handler of its own).
         self.screen.post_message(ProbeAnswered(message.kind, message.key, message.answer))
-        if message.kind == "machine" and self._start_after_check and self.known("machine") is not None:
-            self._start_after_check = False
-            self.start_run()
+        if message.kind == "machine" and self._start_after_check is not None and self.known("machine") is not None:
+            queued, self._start_after_check = self._start_after_check, None
+            self.start_run(queued)
 
     # ------------------------------------------------------------ saving, help, quitting
 
@@ -261,12 +261,14 @@ class WizardApp(App):
 
         return self.draft.check.issues + self.draft.folder_issues() + machine_issues(self.known("machine"))
 
-    def start_run(self) -> None:
-        """Check, save if needed, start the run in its own process, and watch it on the run screen."""
-        if self.known("machine") is None:  # the review asked already; start once it has answered
-            self._start_after_check = True
+    def start_run(self, queued: bool = False) -> None:
+        """Check, save if needed, start the run in its own process and watch it on the run screen; or, queued,
+        put it in the run queue (tui_lora/runs/queue.py) to start when the runs ahead of it have ended."""
+        title = "Queue" if queued else "Start"
+        if self.known("machine") is None:  # the review asked already; go on once it has answered
+            self._start_after_check = queued
             self.ask("machine")
-            self.notify("checking this machine first (what tui-lora run checks before loading)…", title="Start")
+            self.notify("checking this machine first (what tui-lora run checks before loading)…", title=title)
             return
         problems = self.start_problems()
         if problems:
@@ -275,10 +277,34 @@ class WizardApp(App):
         # The fresh folder the review showed goes into the run file, so it is the folder this run gets.
         self.dirty |= self.draft.pin_output_dir()
         if self.preset_path is None or self.dirty:
-            self.action_save(then=self.start_run)
+            self.action_save(then=lambda: self.start_run(queued))
             return
-        self.notify("starting the training process…", title="Start")
+        if queued:
+            self._enqueue(self.preset_path)
+            return
+        self.notify("starting the training process…", title=title)
         self._launch(self.preset_path)
+
+    @work(thread=True, group="launch", exclusive=True)
+    def _enqueue(self, preset: Path) -> None:
+        from tui_lora.errors import first_line
+        from tui_lora.runs import queue
+
+        try:
+            entry, now = queue.enqueue(preset)
+        except Exception as exc:  # a UserError is one line; anything else is shown the same way
+            self.post_message(LaunchFailed(first_line(exc)))
+            return
+        entry = now.find(entry.id)
+        if entry.state == queue.RUNNING:
+            self.post_message(RunLaunched(Path(entry.folder)))  # nothing ahead of it: watch it as for Start
+        elif entry.state == queue.WAITING:
+            waiting = now.waiting()
+            self.call_from_thread(self.notify, f"entry {entry.id}, position {waiting.index(entry) + 1} of "
+                                  f"{len(waiting)}: it starts when the runs ahead of it have ended "
+                                  "(tui-lora queue lists them)", title="Queued", timeout=8)
+        else:
+            self.post_message(LaunchFailed(entry.message or f"the queued run {entry.state}"))
 
     def resume_run(self, folder: Path) -> None:
         """Go on from a stopped run's latest checkpoint, with the run file it recorded."""

@@ -249,10 +249,11 @@ class Draft:
             # A run file that does not name its folder gets a new one of its own (model, date, counter), never
             # the shared default where the next run would collide with this one; naming one keeps it.
             from tui_lora.runs.folder import fresh_run_folder
+            from tui_lora.runs.queue import promised_folders
 
             model = (raw.get("model") or {}).get("name_or_path", "") if isinstance(raw.get("model"), dict) else ""
-            raw = {**raw, "training": {**raw.get("training", {}),
-                                       "output_dir": fresh_run_folder(model if isinstance(model, str) else "")}}
+            fresh = fresh_run_folder(model if isinstance(model, str) else "", busy=frozenset(promised_folders()))
+            raw = {**raw, "training": {**raw.get("training", {}), "output_dir": fresh}}
         config, field_issues = build_config(raw)
         # Rules run on the typed config even when some fields are bad (those keep their
         # defaults), so a mistake in one step never hides the problems of the others.
@@ -313,6 +314,12 @@ class Draft:
             state = read_status(folder.path).state
             return [ConfigIssue(OUTPUT_DIR, f"{where} already holds a {state} run, which is never overwritten; "
                                             "a new run needs a folder of its own")]
+        from tui_lora.runs.queue import promised_folders
+
+        queued = promised_folders().get(str(folder.path))
+        if queued is not None:
+            return [ConfigIssue(OUTPUT_DIR, f"{where} is the run folder of queue entry {queued.id} ({queued.state}); "
+                                            "a new run needs a folder of its own")]
         return []
 
     def free_folder(self) -> str:
@@ -323,7 +330,9 @@ class Draft:
         chosen = str(self.get(OUTPUT_DIR))
         placeholder = getattr(RunConfig().training, "output_dir")
         taken = chosen if self.names(OUTPUT_DIR) and chosen != placeholder else None
-        return fresh_run_folder(str(self.get("model.name_or_path")), taken=taken)
+        from tui_lora.runs.queue import promised_folders
+
+        return fresh_run_folder(str(self.get("model.name_or_path")), taken=taken, busy=frozenset(promised_folders()))
 
     def to_toml(self) -> str:
         import tomli_w

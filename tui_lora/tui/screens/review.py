@@ -47,7 +47,10 @@ class ReviewScreen(StepScreen):
         super().on_mount()
         next_button = self.query_one("#next", Button)
         next_button.label = "Start ›"
-        self.query_one("#step-buttons").mount(Button("Save preset", id="save", compact=True), before=next_button)
+        buttons = self.query_one("#step-buttons")
+        buttons.mount(Button("Save preset", id="save", compact=True), before=next_button)
+        # Queue: on a shared machine, start it after the runs already queued (tui-lora run --queue)
+        buttons.mount(Button("Queue", id="queue", compact=True), before=next_button)
         self.draft_changed()
         self.app.ask("machine")
 
@@ -157,6 +160,10 @@ class ReviewScreen(StepScreen):
     @on(Button.Pressed, "#save")
     def _save(self) -> None:
         self.app.action_save()
+
+    @on(Button.Pressed, "#queue")
+    def _queue(self) -> None:
+        self.app.start_run(queued=True)
 
     def action_next(self) -> None:
         self.app.start_run()
