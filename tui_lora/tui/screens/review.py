@@ -30,6 +30,8 @@ class ReviewScreen(StepScreen):
     FIELDS = ("description",)
     HELP = {"next": "Start the run (Ctrl+N): save the run file if it changed, train in a process of its own "
                     "and watch it here.",
+            "queue": "Queue the run: save the run file if it changed; it starts, in the background, when the "
+                     "runs queued ahead of it have ended (tui-lora queue lists and changes the queue).",
             "new-folder": "Take the new run folder offered: training.output_dir is set to it."}
 
     _pause = None
