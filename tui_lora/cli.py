@@ -331,21 +331,16 @@ def cmd_compare(args) -> int:
     width = min(shutil.get_terminal_size((100, 24)).columns, 120)
     console.print(compare.plot_text(runs, width=width))
     print_table(compare.table_rows(runs))
-    differing = compare.differing_settings(runs)
-    if differing:
+    differing = compare.settings_rows(runs)
+    if len(differing) > 1:
         print("\nsettings that differ:")
-        print_table([["setting", *compare.MARKS[:len(runs)]],
-                     *([key, *(_setting_text(value) for value in values)] for key, values in differing.items())])
+        print_table(differing)
     else:
         print("\nthe settings are the same (but for the run folders)")
     if args.png is not None:
         path = Path(args.png or f"compare-{'-'.join(run.folder.name for run in runs)}.png")
         print(f"\nplot written to {compare.write_png(runs, path)}")
     return 0
-
-
-def _setting_text(value) -> str:
-    return "(unset)" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def print_table(rows: list[list[str]]) -> None:

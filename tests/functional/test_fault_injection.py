@@ -24,7 +24,7 @@ from tui_lora.config.paths import quoted
 from tui_lora.runs.folder import CHECKPOINT, RunFolder
 
 MAX_STEPS = 10
-KILLS = 4  # kill -9 this many times: half of them in the middle of writing a checkpoint
+KILLS = 3  # kill -9 this many times: the first and the last in the middle of writing a checkpoint
 WHOLE = ("adapter_model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json")
 
 

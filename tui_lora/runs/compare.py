@@ -202,6 +202,15 @@ def table_rows(runs: list[RunCurves]) -> list[list[str]]:
     return rows
 
 
+def settings_rows(runs: list[RunCurves]) -> list[list[str]]:
+    """[header, one row a differing setting]: the settings that differ, as text, a column a run (by its mark)."""
+    rows = [["setting", *MARKS[:len(runs)]]]
+    for key, values in differing_settings(runs).items():
+        rows.append([key, *("(unset)" if value is None else str(value).lower() if isinstance(value, bool)
+                            else str(value) for value in values)])
+    return rows
+
+
 def as_json(runs: list[RunCurves]) -> dict[str, Any]:
     return {"runs": [{"folder": str(run.folder), "name": run.name, "state": run.state, "steps": run.steps,
                       "final_train_loss": run.final_train_loss, "final_eval_loss": run.final_eval_loss,

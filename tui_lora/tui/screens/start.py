@@ -20,6 +20,8 @@ from tui_lora.tui.screens.dialogs import ConfirmDialog
 
 START_HELP = ("Enter: open · the next steps go through the model, source, quantisation, LoRA, data and training "
               "settings, then a review that saves a preset or starts the run.")
+COMPARE_HELP = ("Enter: tick two recent runs or more, then see their loss curves on one plot, their figures in a "
+                "table and the settings that differ")
 
 
 def _label(name: str, path: Path) -> str:
@@ -78,6 +80,8 @@ class StartScreen(Screen):
         runs = recent_runs()
         if runs:
             options += [None, Option(Content.from_markup("[b]Recent run folders[/b]"), disabled=True)]
+        if len(runs) >= 2:  # one run alone has nothing to be compared with
+            options.append(Option("  Compare runs…", id="compare"))
         for folder in runs:
             options.append(self._option(f"run:{folder}", folder / "run.toml", _run_label(folder)))
         yield Static("[b]tui-lora[/b]   LoRA and QLoRA fine-tuning of chat models. Choose where to start:",
@@ -93,7 +97,9 @@ class StartScreen(Screen):
 
         option_id = event.option.id or ""
         path = self.choices.get(option_id)
-        if path is None:
+        if option_id == "compare":
+            text = COMPARE_HELP
+        elif path is None:
             text = START_HELP
         elif option_id.startswith("run:"):
             from tui_lora.runs.status import read_status
@@ -115,12 +121,25 @@ class StartScreen(Screen):
     def _chosen(self, event: OptionList.OptionSelected) -> None:
         option_id = event.option.id or ""
         path = self.choices.get(option_id)
-        if path is None:
+        if option_id == "compare":
+            self._compare()
+        elif path is None:
             self.app.begin(Draft(), None)
         elif option_id.startswith("run:"):
             self._run_chosen(path.parent)
         else:
             self._open(path)
+
+    def _compare(self) -> None:
+        """Choose the runs, then see them side by side (the list read again: a run may have started since)."""
+        from tui_lora.places import recent_runs
+        from tui_lora.tui.screens.compare import CompareChooser, CompareScreen
+
+        def chosen(runs) -> None:
+            if runs:
+                self.app.push_screen(CompareScreen(runs))
+
+        self.app.push_screen(CompareChooser([(folder, _run_label(folder)) for folder in recent_runs()]), chosen)
 
     def _open(self, path: Path) -> None:
         try:
