@@ -61,6 +61,18 @@ def train_run(raw: dict, resume: str | None = None):
     return folder, result, seen
 
 
+# Three runs that differ in r, lora_alpha and learning rate: what compare (the command and the wizard's screen) reads.
+COMPARED_SETTINGS = [({"r": 4, "lora_alpha": 8}, 2e-3), ({"r": 8, "lora_alpha": 16}, 2e-3),
+                     ({"r": 4, "lora_alpha": 8}, 5e-4)]
+
+
+def train_compared_runs(base: Path) -> list[Path]:
+    """The three COMPARED_SETTINGS runs trained for real, one after the other, in this process."""
+    return [train_run(tiny_run_file(base / f"run-{number}", lora=lora,
+                                    training={"learning_rate": rate, "max_steps": 4, "save_strategy": "no"}))[0].path
+            for number, (lora, rate) in enumerate(COMPARED_SETTINGS)]
+
+
 @pytest.fixture
 def train_in_process():
     return train_run

@@ -5,20 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_cli, tiny_run_file, train_run
+from conftest import run_cli, train_compared_runs
 
 from tui_lora.runs.events import read_events
 
-SETTINGS = [({"r": 4, "lora_alpha": 8}, 2e-3), ({"r": 8, "lora_alpha": 16}, 2e-3), ({"r": 4, "lora_alpha": 8}, 5e-4)]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Three short runs trained for real, one after the other (in this process, as the engine runs them)."""
-    base = tmp_path_factory.mktemp("compare")
-    return [train_run(tiny_run_file(base / f"run-{number}", lora=lora,
-                                    training={"learning_rate": rate, "max_steps": 4, "save_strategy": "no"}))[0].path
-            for number, (lora, rate) in enumerate(SETTINGS)]
+    return train_compared_runs(tmp_path_factory.mktemp("compare"))
 
 
 def events_of(folder, kind):

@@ -129,7 +129,7 @@ def test_detach_refuses_bad_input_before_anything_starts(tmp_path):
 
 
 def test_abort_saves_a_checkpoint_and_resume_finishes_the_run(tmp_path, train_in_process):
-    run_file = quick_run_file(tmp_path, "aborted", max_steps=40, save_steps=1000, logging_steps=1)
+    run_file = quick_run_file(tmp_path, "aborted", max_steps=16, save_steps=1000, logging_steps=1)
     folder = tmp_path / "runs" / "aborted"
     run = start_detached(run_file)
     assert run.folder == folder and RunFolder(folder).owner() == run.pid
@@ -144,7 +144,7 @@ def test_abort_saves_a_checkpoint_and_resume_finishes_the_run(tmp_path, train_in
 
     stopped = read_status(folder)
     assert stopped.state == "aborted", (stopped, (folder / "console.log").read_text()[-2000:])
-    assert 1 <= stopped.step < 40
+    assert 1 <= stopped.step < 16
     assert stopped.latest_checkpoint == folder / f"checkpoint-{stopped.step}"
     assert f"checkpoint saved at step {stopped.step}" in stopped.message and "--resume" in stopped.message
     assert stopped.pid is None and not (folder / ".lock").exists()
@@ -160,11 +160,11 @@ def test_abort_saves_a_checkpoint_and_resume_finishes_the_run(tmp_path, train_in
 
     raw = tomllib.loads(run_file.read_text())
     _, result, events = train_in_process(raw, resume="latest")
-    assert result["step"] == 40
+    assert result["step"] == 16
     steps = [e["step"] for e in events if e["type"] == "train"]
-    assert steps[0] == stopped.step + 1 and steps[-1] == 40
+    assert steps[0] == stopped.step + 1 and steps[-1] == 16
     final = read_status(folder)
-    assert (final.state, final.step, final.max_steps) == ("finished", 40, 40)
+    assert (final.state, final.step, final.max_steps) == ("finished", 16, 16)
 
 
 def test_a_run_killed_outright_has_died_and_names_its_last_checkpoint(tmp_path):

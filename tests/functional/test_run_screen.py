@@ -128,7 +128,7 @@ def test_the_start_screen_resumes_an_aborted_run_and_the_plot_joins_its_history(
     from tui_lora.tui.app import WizardApp
 
     preset = write_run_file(tmp_path / "stop.toml", tiny_run_file(
-        tmp_path / "run", training={"max_steps": 30, "save_steps": 1000, "eval_steps": 1000}))
+        tmp_path / "run", training={"max_steps": 14, "save_steps": 1000, "eval_steps": 1000}))
     started = start_detached(preset)
     deadline = time.monotonic() + 120
     while read_status(started.folder).step < 3:
@@ -156,9 +156,9 @@ def test_the_start_screen_resumes_an_aborted_run_and_the_plot_joins_its_history(
                 assert button.region.width >= len(str(button.label)), button.id  # the label not cut
             await pilot.click("#resume")
             await until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.progress.state == "finished"
-                        and app.screen.progress.step == 30, 180, "the resumed run to finish")
+                        and app.screen.progress.step == 14, 180, "the resumed run to finish")
             points = app.screen.query_one(LossPlot).train
-            assert [step for step, _ in points] == [float(step) for step in range(1, 31)]
+            assert [step for step, _ in points] == [float(step) for step in range(1, 15)]
         return app
 
     asyncio.run(main())

@@ -1,7 +1,7 @@
 """The start screen's Compare action: tick recent runs, then their curves, figures and differing settings.
 
-The pilot test drives the real wizard on three runs trained for real (as tests/functional/test_compare.py trains
-them); the snapshots use event logs written with fixed times and losses, since real runs' timings vary.
+The pilot tests drive the real wizard on run folders as a run records them, with fixed times and losses (so the
+snapshots never vary); tests/functional/test_compare.py compares three runs trained for real.
 Regenerate the snapshots after an intended change with
 
     python -m pytest -n 0 tests/functional/test_wizard_compare.py --snapshot-update
@@ -14,26 +14,23 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import tiny_run_file, train_run, write_run_file
+from conftest import write_run_file
 from test_wizard import settle
 from test_wizard_snapshots import fixed_surroundings, ready, wizard  # noqa: F401 (the autouse fixture applies here)
 from textual.widgets import DataTable, SelectionList
 
-from tui_lora.places import record_run
+from tui_lora.places import display_path, record_run
 from tui_lora.runs.events import read_events
 from tui_lora.tui.screens.compare import SAME_SETTINGS, CompareChooser, CompareScreen
 from tui_lora.tui.screens.start import StartScreen
 
-SETTINGS = [({"r": 4, "lora_alpha": 8}, 2e-3), ({"r": 8, "lora_alpha": 16}, 2e-3), ({"r": 4, "lora_alpha": 8}, 5e-4)]
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Three short runs trained for real, one after the other (in this process, as the engine runs them)."""
-    base = tmp_path_factory.mktemp("wizard-compare")
-    return [train_run(tiny_run_file(base / f"run-{number}", lora=lora,
-                                    training={"learning_rate": rate, "max_steps": 4, "save_strategy": "no"}))[0].path
-            for number, (lora, rate) in enumerate(SETTINGS)]
+@pytest.fixture
+def runs():
+    """Three finished runs as their folders record them (recorded_run below); tests/functional/test_compare.py
+    compares three runs trained for real through the same tui_lora.runs.compare that this screen shows."""
+    return [recorded_run(*settings) for settings in SNAP_RUNS]
 
 
 def listed_newest_first(folders: list[Path]) -> None:
@@ -94,7 +91,7 @@ def test_compare_from_the_start_screen_shows_the_ticked_runs_side_by_side(runs):
     async def scenario(app, pilot):
         choices = await open_chooser(pilot)
         assert [str(choices.get_option_at_index(i).prompt).split()[-1] for i in range(choices.option_count)] == \
-            [str(folder) for folder in runs]  # each line: state, progress, folder
+            [display_path(folder) for folder in runs]  # each line: state, progress, folder (home as ~)
         assert all(str(choices.get_option_at_index(i).prompt).startswith("finished") for i in range(3))
 
         await pilot.press("space")  # one ticked: refused, with one line, and the chooser stays
@@ -120,7 +117,7 @@ def test_compare_from_the_start_screen_shows_the_ticked_runs_side_by_side(runs):
         for number, folder in enumerate(runs):
             row = table.get_row_at(number)
             last_eval = [e for e in read_events(folder / "events.jsonl") if e.get("type") == "eval"][-1]
-            assert row[:3] == [f"{'abc'[number]} {folder.name}", "finished", "4"]
+            assert row[:3] == [f"{'abc'[number]} {folder.name}", "finished", "20"]
             assert row[4] == f"{last_eval['eval_loss']:.4f}"
         lines = settings_lines(screen)
         assert lines[0].split() == ["setting", "a", "b", "c"]
