@@ -215,8 +215,8 @@ def cmd_queue(args) -> int:
     numbers = []
     for text in args.numbers:
         if not text.isdigit() or int(text) < 1:
-            raise UserError(f"queue {action}: {text!r} is not a number; entries and positions are 1, 2, 3 … "
-                            "(tui-lora queue lists them)")
+            raise UserError(f"queue {action}: {text!r} is not a whole number of 1 or more; entries, positions and "
+                            "the limit are 1, 2, 3 … (tui-lora queue lists the entries)")
         numbers.append(int(text))
     if action in ("list", "pause", "resume", "clear") and numbers:
         raise UserError(f"queue {action} takes no numbers")

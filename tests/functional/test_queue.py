@@ -142,7 +142,8 @@ def test_bad_queue_commands_are_one_line_and_change_nothing(tmp_path, own_queue)
         ("queue", "cancel", "9"): "no entry 9; waiting or running: 1",
         ("queue", "move", "1", "3"): "position 3 is out of range",
         ("queue", "move", "1"): "queue move takes an entry and a position",
-        ("queue", "limit", "two"): "'two' is not a number",
+        ("queue", "limit", "two"): "'two' is not a whole number of 1 or more",
+        ("queue", "limit", "0"): "'0' is not a whole number of 1 or more",
         ("queue", "cancel"): "name the entries to cancel",
         ("queue", "pause", "1"): "takes no numbers",
     }
