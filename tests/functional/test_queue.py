@@ -154,6 +154,12 @@ def test_bad_queue_commands_are_one_line_and_change_nothing(tmp_path, own_queue)
         assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], (args, lines)
     assert (own_queue / "queue.json").read_text() == before
 
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")  # a state folder under a file: even root cannot make it
+    done = run_cli("run", str(run_file), "--queue", env={**os.environ, "XDG_STATE_HOME": str(blocked / "state")})
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "queue: cannot write in" in done.stderr and "XDG_STATE_HOME" in done.stderr, done.stderr
+
     (own_queue / "queue.json").write_text("{ damaged")
     done = run_cli("queue")
     assert done.returncode == 2 and "cannot read" in done.stderr and "move it aside" in done.stderr, done.stderr

@@ -115,8 +115,11 @@ def locked(where: Path, wait: bool = True):
 
     flock, so the lock goes with its holder: a process killed while holding it leaves nothing to clean up.
     """
-    where.mkdir(parents=True, exist_ok=True)
-    fd = os.open(where / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        fd = os.open(where / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise _unwritable(where, exc) from None
     try:
         deadline = time.monotonic() + LOCK_WAIT
         while True:
@@ -134,6 +137,18 @@ def locked(where: Path, wait: bool = True):
         yield True
     finally:
         os.close(fd)
+
+
+def _unwritable(where: Path, exc: OSError) -> UserError:
+    return UserError(f"queue: cannot write in {where}: {exc.strerror or exc}; the queue lives under "
+                     "$XDG_STATE_HOME (default ~/.local/state): point it at a folder you can write")
+
+
+def _write(where: Path, name: str, text: str) -> None:
+    try:
+        replace_file(where / name, text)
+    except OSError as exc:
+        raise _unwritable(where, exc) from None
 
 
 def read_queue(where: Path) -> Queue:
@@ -170,7 +185,7 @@ def write_queue(where: Path, queue: Queue) -> None:
         queue.entries.remove(entry)
     data = {**{key: value for key, value in asdict(queue).items() if key != "entries"},
             "entries": [asdict(entry) for entry in queue.entries]}
-    replace_file(where / "queue.json", json.dumps(data, indent=1) + "\n")
+    _write(where, "queue.json", json.dumps(data, indent=1) + "\n")
 
 
 # ---------------------------------------------------------------- processes
@@ -407,9 +422,9 @@ def enqueue(preset: str | Path, overrides: list[str] = (), resume: str | None = 
         check_run_folder(config, resume)
         entry = Entry(id=queue.next_id, state=WAITING, run_file=str(path), folder=folder, gpus=asked, user=_user(),
                       queued_at=time.time(), cwd=os.getcwd(), python=sys.executable, resume=resume)
-        replace_file(where / f"{entry.id}.toml", to_toml(config))
+        _write(where, f"{entry.id}.toml", to_toml(config))
         env = {key: value for key, value in os.environ.items() if key not in (QUEUE_ENV, ENTRY_ENV)}
-        replace_file(where / f"{entry.id}.env", json.dumps(env))  # 0600: mkstemp's mode
+        _write(where, f"{entry.id}.env", json.dumps(env))  # 0600: mkstemp's mode
         queue.next_id += 1
         queue.entries.append(entry)
         advance(queue, where)
