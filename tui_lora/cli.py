@@ -188,7 +188,6 @@ def run_queued(args) -> int:
     from tui_lora.runs import queue
 
     entry, now = queue.enqueue(args.preset, args.set or [], args.resume, args.gpus)
-    entry = now.find(entry.id)
     if entry.state == queue.RUNNING:
         print(f"queued as {entry.id} and started: run folder {display_path(entry.folder)} (pid {entry.pid})")
     elif entry.state == queue.WAITING:

@@ -321,14 +321,20 @@ def _start(entry: Entry, where: Path) -> None:
     (where / f"{entry.id}.env").unlink(missing_ok=True)  # its process has it now
 
 
-def advance(queue: Queue, where: Path) -> list[Entry]:
-    """Bring the queue up to date and start what is due; the caller holds the lock and writes the queue."""
-    refresh(queue, where)
-    started = []
-    for entry in due(queue):
-        _start(entry, where)
-        started.append(entry)
-    return started
+@contextmanager
+def editing(where: Path, wait: bool = True):
+    """The queue under its lock and up to date, for the block to change; then what is due starts and the queue is
+    written. A block that raises writes nothing. With wait False and the lock held elsewhere it yields None."""
+    with locked(where, wait) as got:
+        if not got:
+            yield None
+            return
+        queue = read_queue(where)
+        refresh(queue, where)
+        yield queue
+        for entry in due(queue):
+            _start(entry, where)
+        write_queue(where, queue)
 
 
 def check(where: Path | None = None) -> None:
@@ -340,11 +346,8 @@ def check(where: Path | None = None) -> None:
     if not (where / "queue.json").is_file():
         return
     try:
-        with locked(where, wait=False) as got:
-            if got:
-                queue = read_queue(where)
-                advance(queue, where)
-                write_queue(where, queue)
+        with editing(where, wait=False):
+            pass  # brought up to date, what is due started: all there is to do
     except (OSError, UserError):
         pass
 
@@ -356,13 +359,10 @@ def run_ended(exit_status: int) -> None:
         return
     where = Path(where)
     try:
-        with locked(where):
-            queue = read_queue(where)
+        with editing(where) as queue:
             entry = next((entry for entry in queue.entries if entry.id == int(number)), None)
-            if entry is not None and entry.state == RUNNING:
+            if entry is not None and entry.state == RUNNING:  # still alive (this process), so refresh left it
                 _end(entry, where, exit_status)
-            advance(queue, where)
-            write_queue(where, queue)
     except (OSError, UserError) as exc:
         print(f"queue: could not start the next run: {exc}; any tui-lora command tries again", flush=True)
 
@@ -394,7 +394,8 @@ def enqueue(preset: str | Path, overrides: list[str] = (), resume: str | None = 
     """Check the run as `tui-lora run` would, add it at the end of the queue, and start what is due.
 
     Refused (UserError) as the run itself would be refused, and when its run folder is already
-    promised to another waiting or running entry. Returns the entry and the queue after the change.
+    promised to another waiting or running entry. Returns the entry (started already, or waiting) and the
+    queue after the change.
     """
     from tui_lora.config import load_run_file
     from tui_lora.config.write import to_toml
@@ -404,9 +405,7 @@ def enqueue(preset: str | Path, overrides: list[str] = (), resume: str | None = 
     where = where or queue_dir()
     path = run_file_of(str(preset)).expanduser().absolute()
     asked = parse_gpus(gpus if gpus is not None else os.environ.get("CUDA_VISIBLE_DEVICES"))
-    with locked(where):
-        queue = read_queue(where)
-        refresh(queue, where)
+    with editing(where) as queue:
         promised = {entry.folder: entry for entry in queue.entries if entry.active}
         overrides = list(overrides)
         if resume is None:
@@ -427,8 +426,6 @@ def enqueue(preset: str | Path, overrides: list[str] = (), resume: str | None = 
         _write(where, f"{entry.id}.env", json.dumps(env))  # 0600: mkstemp's mode
         queue.next_id += 1
         queue.entries.append(entry)
-        advance(queue, where)
-        write_queue(where, queue)
     return entry, queue
 
 
@@ -438,9 +435,7 @@ def cancel(numbers: list[int], where: Path | None = None) -> list[str]:
 
     where = where or queue_dir()
     said = []
-    with locked(where):
-        queue = read_queue(where)
-        refresh(queue, where)
+    with editing(where) as queue:
         entries = [queue.find(number) for number in numbers]
         for entry in entries:
             if entry.state == WAITING:
@@ -455,8 +450,6 @@ def cancel(numbers: list[int], where: Path | None = None) -> list[str]:
             else:
                 raise UserError(f"queue: entry {entry.id} has already ended ({entry.state}); "
                                 "tui-lora queue clear removes ended entries")
-        advance(queue, where)
-        write_queue(where, queue)
     return said
 
 
@@ -475,9 +468,7 @@ def _terminate(entry: Entry) -> int | None:
 
 def move(number: int, position: int, where: Path | None = None) -> str:
     where = where or queue_dir()
-    with locked(where):
-        queue = read_queue(where)
-        refresh(queue, where)
+    with editing(where) as queue:
         entry = queue.find(number)
         waiting = queue.waiting()
         if entry.state != WAITING:
@@ -489,8 +480,6 @@ def move(number: int, position: int, where: Path | None = None) -> str:
         waiting.insert(position - 1, entry)
         order = iter(waiting)
         queue.entries = [next(order) if item.state == WAITING else item for item in queue.entries]
-        advance(queue, where)
-        write_queue(where, queue)
     return f"{number}: now position {position} of {len(waiting)} waiting"
 
 
@@ -498,17 +487,13 @@ def change(where: Path | None = None, paused: bool | None = None, limit: int | N
            clear: bool = False) -> Queue:
     """pause, resume, limit N and clear: a setting of the queue, then start what is due."""
     where = where or queue_dir()
-    with locked(where):
-        queue = read_queue(where)
-        refresh(queue, where)
+    with editing(where) as queue:
         if paused is not None:
             queue.paused, queue.paused_why = paused, ""
         if limit is not None:
             queue.limit = limit
         if clear:
             queue.entries = [entry for entry in queue.entries if entry.active]
-        advance(queue, where)
-        write_queue(where, queue)
     return queue
 
 
@@ -517,8 +502,6 @@ def current(where: Path | None = None) -> Queue:
     where = where or queue_dir()
     if not (where / "queue.json").is_file():
         return Queue()
-    with locked(where):
-        queue = read_queue(where)
-        advance(queue, where)
-        write_queue(where, queue)
+    with editing(where) as queue:
+        pass
     return queue

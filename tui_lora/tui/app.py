@@ -295,7 +295,6 @@ class WizardApp(App):
         except Exception as exc:  # a UserError is one line; anything else is shown the same way
             self.post_message(LaunchFailed(first_line(exc)))
             return
-        entry = now.find(entry.id)
         if entry.state == queue.RUNNING:
             self.post_message(RunLaunched(Path(entry.folder)))  # nothing ahead of it: watch it as for Start
         elif entry.state == queue.WAITING:
