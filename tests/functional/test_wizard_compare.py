@@ -101,6 +101,9 @@ def test_compare_from_the_start_screen_shows_the_ticked_runs_side_by_side(runs):
 
         await pilot.press("down", "space")
         assert choices.selected == runs[:2]
+        await pilot.pause()
+        ticked = str(app.screen.query_one("#compare-ticked").render())  # in words: the boxes differ by colour only
+        assert ticked == f"2 ticked: {display_path(runs[0])}, {display_path(runs[1])}", ticked
         await pilot.press("down", "space")
         assert choices.selected == runs
         await press_compare(pilot)

@@ -40,9 +40,23 @@ class CompareChooser(ModalScreen[list[RunCurves] | None]):
             # plain text: a folder name may hold [brackets]
             yield SelectionList(*(Selection(Content(label.strip()), folder) for folder, label in self.choices),
                                 id="compare-choices")
+            # the ticked and unticked boxes differ only in colour: say in words which are ticked
+            yield Static(self._ticked_text([]), id="compare-ticked", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Compare", id="compare-go", compact=True, variant="primary")
                 yield Button("Cancel", id="cancel", compact=True)
+
+    def _ticked_text(self, ticked: list[Path]) -> str:
+        if not ticked:
+            return "none ticked yet"
+        from tui_lora.places import display_path
+
+        names = [display_path(folder) for folder, _ in self.choices if folder in ticked]
+        return f"{len(names)} ticked: {', '.join(names)}"
+
+    @on(SelectionList.SelectedChanged, "#compare-choices")
+    def _ticks_changed(self, event: SelectionList.SelectedChanged) -> None:
+        self.query_one("#compare-ticked", Static).update(self._ticked_text(event.selection_list.selected))
 
     @on(Button.Pressed, "#compare-go")
     def _compare(self) -> None:
